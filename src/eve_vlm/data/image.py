@@ -123,6 +123,8 @@ class EveImageProcessor:
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "image_mean", tuple(self.image_mean))
+        object.__setattr__(self, "image_std", tuple(self.image_std))
         if self.image_size % self.size_multiple:
             raise ValueError(f"EveImageProcessor.image_size={self.image_size} must be a multiple of "
                              f"size_multiple={self.size_multiple}")
