@@ -44,8 +44,12 @@ class EveProcessor:
         self.pool_size = pool_size
         self.image_token_id: int = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         bos = tokenizer.bos_token_id
-        self.add_bos = (template != "chat" and bos is not None
-                        and tokenizer("a", add_special_tokens=True).input_ids[:1] == [bos])
+        self._tokenizer_adds_bos = bos is not None and tokenizer("a", add_special_tokens=True).input_ids[:1] == [bos]
+
+    @property
+    def add_bos(self) -> bool:
+        """Prepend BOS as the tokenizer would; a chat template writes its own."""
+        return self.template != "chat" and self._tokenizer_adds_bos
 
     @classmethod
     def from_config(cls, tokenizer: PreTrainedTokenizerBase, config: EveConfig) -> EveProcessor:

@@ -1,0 +1,393 @@
+"""The one training loop, on accelerate: one CPU process, DDP, FSDP2 or DeepSpeed, unchanged.
+
+`train(recipe)` = `setup` (objects from the recipe) -> `fit` (steps, logs, checkpoints) -> `export`
+(`save_pretrained` + processor, the aligner beside it; never the teacher).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, set_seed
+from torch.utils.data import DataLoader
+
+from ..data.processor import EveProcessor
+from .losses import AlignedEve
+from .recipe import Recipe
+from .setup import (
+    ALIGNER_DIR,
+    Schedule,
+    apply_lora,
+    build_aligner,
+    build_batches,
+    build_model,
+    build_sources,
+    freeze,
+    lr_lambda,
+    parameter_summary,
+    plan_schedule,
+)
+from .teacher import VisionTeacher
+
+logger = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"
+EXPORT = "export"
+STATE_FILE = "trainer_state.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive steps with a NaN/inf loss; the last good checkpoint is kept."""
+
+
+@dataclass
+class Run:
+    """Everything `fit` and `export` use, built once by `setup`."""
+
+    recipe: Recipe
+    accelerator: Accelerator
+    stage: AlignedEve
+    processor: EveProcessor
+    teacher: VisionTeacher | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    loader: DataLoader
+    schedule: Schedule
+    output_dir: Path
+    step: int = 0
+    skipped_samples: int = 0
+    nonfinite_steps: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def setup(recipe: Recipe, resume: bool = False) -> Run:
+    output_dir = Path(recipe.output_dir)
+    accelerator = Accelerator(mixed_precision=_mixed_precision(recipe.precision),
+                              log_with="tensorboard" if _has_tensorboard() else None,
+                              project_dir=str(output_dir))
+    set_seed(recipe.seed)
+    model, processor, aligner = build_model(recipe)
+    teacher = VisionTeacher.from_spec(recipe.teacher) if recipe.aligning else None
+    aligner = build_aligner(recipe, model, teacher, aligner) if teacher is not None else aligner
+    apply_lora(recipe, model)
+    groups = freeze(recipe, model, aligner if teacher is not None else None)
+    if recipe.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if accelerator.is_main_process:
+        logger.info("%s: %s", recipe.name, parameter_summary(model, aligner if teacher else None, teacher))
+    sources, weights = build_sources(recipe)
+    batches = build_batches(recipe, sources, weights, processor, teacher, accelerator.process_index,
+                            accelerator.num_processes)
+    schedule = plan_schedule(recipe, batches, accelerator.num_processes)
+    batches.epochs = math.ceil(schedule.total_steps * schedule.accumulation * accelerator.num_processes
+                               / batches.batches_per_epoch()) or 1
+    optimizer = torch.optim.AdamW([{"params": params, "lr": recipe.optim.lr[name], "name": name}
+                                   for name, params in groups.items()],
+                                  betas=recipe.optim.betas, weight_decay=recipe.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(schedule, recipe.optim.schedule, recipe.optim.min_lr_ratio))
+    stage = AlignedEve(model, aligner if teacher is not None else None, recipe.align_weight)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:  # no dataloader is prepared: say the size
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = recipe.micro_batch
+    accelerator.gradient_accumulation_steps = schedule.accumulation
+    stage, optimizer, scheduler = accelerator.prepare(stage, optimizer, scheduler)
+    if teacher is not None:
+        teacher.to(accelerator.device)
+    run = Run(recipe, accelerator, stage, processor, teacher, optimizer, scheduler, None, schedule,  # type: ignore[arg-type]
+              output_dir)
+    if resume:
+        _resume(run)
+    batches.start = run.step * schedule.accumulation * accelerator.num_processes
+    run.loader = DataLoader(batches, batch_size=None, num_workers=recipe.data.num_workers)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2, default=str))
+    accelerator.init_trackers(recipe.name.replace(" ", "_"))
+    return run
+
+
+def fit(run: Run) -> None:
+    """Optimizer steps until the schedule ends: accumulate, clip, step, log, checkpoint."""
+    acc, recipe, schedule = run.accelerator, run.recipe, run.schedule
+    progress = _progress(run)
+    window = _Window()
+    micro, step_bad = 0, False
+    for batch in run.loader:
+        if run.step >= schedule.total_steps:
+            break
+        run.skipped_samples += batch.pop("num_skipped")
+        batch.pop("position")
+        with acc.accumulate(run.stage):
+            losses = _forward(run, batch)
+            finite = _all_finite(acc, losses["loss"])
+            if finite:
+                acc.backward(losses["loss"])
+                window.add(losses, batch)
+            step_bad |= not finite
+            micro += 1
+            if micro % schedule.accumulation == 0:
+                _optimizer_step(run, step_bad)
+                step_bad = False
+        if micro % schedule.accumulation == 0:
+            run.step += 1
+            progress.update(1)
+            if run.step % recipe.log_every == 0 or run.step == schedule.total_steps:
+                _log(run, window.summary(acc), progress)
+            if run.step % recipe.checkpoint_every == 0 and run.step < schedule.total_steps:
+                save_checkpoint(run)
+    progress.close()
+    if run.step < schedule.total_steps:
+        raise RuntimeError(f"data ran out at step {run.step} of {schedule.total_steps}")
+
+
+def _forward(run: Run, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    device = run.accelerator.device
+    batch = {k: _to(v, device) for k, v in batch.items()}
+    teacher_features = None
+    if run.teacher is not None and "teacher_pixel_values" in batch:
+        teacher_features = run.teacher(batch["teacher_pixel_values"], batch["teacher_grids"])
+    with run.accelerator.autocast():
+        return run.stage(batch, teacher_features)
+
+
+def _optimizer_step(run: Run, bad: bool) -> None:
+    acc = run.accelerator
+    if bad:  # a NaN/inf anywhere in the step: drop its gradients, keep the schedule moving
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scheduler.step()
+        run.nonfinite_steps += 1
+        logger.warning("step %d: non-finite loss, step skipped (%d in a row)", run.step + 1, run.nonfinite_steps)
+        if run.nonfinite_steps >= run.recipe.max_nonfinite_steps:
+            raise NonFiniteLossError(f"{run.nonfinite_steps} consecutive steps had a non-finite loss; stopping. "
+                                     f"The last good checkpoint is kept in {run.output_dir / CHECKPOINTS}")
+        return
+    run.nonfinite_steps = 0
+    if run.recipe.optim.max_grad_norm > 0:
+        acc.clip_grad_norm_(run.stage.parameters(), run.recipe.optim.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+
+
+def _all_finite(acc: Accelerator, loss: torch.Tensor) -> bool:
+    flag = torch.isfinite(loss.detach()).float().reshape(1)
+    if acc.num_processes > 1:
+        flag = acc.reduce(flag, reduction="sum") / acc.num_processes
+    return bool(flag.item() == 1.0)
+
+
+class _Window:
+    """Loss and throughput since the last log line."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count, self.tokens, self.images, self.start = 0, 0, 0, time.perf_counter()
+
+    def add(self, losses: dict[str, torch.Tensor], batch: dict[str, Any]) -> None:
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v.detach())
+        self.count += 1
+        self.tokens += batch["num_tokens"]
+        pixels = batch.get("pixel_values")
+        self.images += 0 if pixels is None else len(pixels)
+
+    def summary(self, acc: Accelerator) -> dict[str, float]:
+        values = torch.tensor([*[self.sums.get(k, 0.0) for k in ("loss", "ce", "align")], self.count,
+                               self.tokens, self.images], dtype=torch.float64, device=acc.device)
+        if acc.num_processes > 1:
+            values = acc.reduce(values, reduction="sum")
+        loss, ce, align, count, tokens, images = values.tolist()
+        seconds = time.perf_counter() - self.start
+        out = {"loss": loss / max(count, 1), "ce": ce / max(count, 1), "tokens_per_s": tokens / seconds,
+               "images_per_s": images / seconds}
+        if align:
+            out["align"] = align / max(count, 1)
+        self.reset()
+        return out
+
+
+def _log(run: Run, metrics: dict[str, float], progress: Any) -> None:
+    acc = run.accelerator
+    metrics = {"step": run.step, **metrics, "skipped_samples": run.skipped_samples,
+               "nonfinite_steps": run.nonfinite_steps}
+    for group in run.optimizer.param_groups:
+        metrics[f"lr_{group.get('name', 'group')}"] = group["lr"]
+    run.history.append(metrics)
+    acc.log({k: v for k, v in metrics.items() if k != "step"}, step=run.step)
+    if acc.is_main_process:
+        with open(run.output_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        shown = {k: f"{metrics[k]:.4f}" for k in ("loss", "ce", "align") if k in metrics}
+        shown["tok/s"] = f"{metrics['tokens_per_s']:.0f}"
+        progress.set_postfix(shown, refresh=False)
+        logger.info("step %d/%d %s", run.step, run.schedule.total_steps,
+                    " ".join(f"{k}={v}" for k, v in shown.items()))
+
+
+def _progress(run: Run) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=run.schedule.total_steps, initial=run.step, desc=run.recipe.name, unit="step",
+                disable=not run.accelerator.is_main_process, dynamic_ncols=True)
+
+
+# --- checkpoints -------------------------------------------------------------------------------------
+def save_checkpoint(run: Run) -> Path:
+    """Write aside (`step-N.tmp`), mark complete, then rename: a crash never leaves a corrupt one."""
+    acc = run.accelerator
+    root = run.output_dir / CHECKPOINTS
+    final = root / f"step-{run.step:08d}"
+    tmp = root / f"step-{run.step:08d}.tmp"
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    acc.wait_for_everyone()
+    acc.save_state(str(tmp))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        state = {"step": run.step, "skipped_samples": run.skipped_samples, "history": run.history}
+        _write_synced(tmp / STATE_FILE, json.dumps(state))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+        for old in sorted(complete_checkpoints(root))[: -run.recipe.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        logger.info("checkpoint %s", final)
+    acc.wait_for_everyone()
+    return final
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Checkpoints whose write finished (renamed, with their state file)."""
+    if not root.exists():
+        return []
+    return sorted(p for p in root.glob("step-*") if not p.name.endswith(".tmp") and (p / STATE_FILE).exists())
+
+
+def _resume(run: Run) -> None:
+    checkpoints = complete_checkpoints(run.output_dir / CHECKPOINTS)
+    if not checkpoints:
+        logger.info("no checkpoint in %s: starting from step 0", run.output_dir / CHECKPOINTS)
+        return
+    latest = checkpoints[-1]
+    run.accelerator.load_state(str(latest))
+    state = json.loads((latest / STATE_FILE).read_text())
+    run.step, run.skipped_samples, run.history = state["step"], state["skipped_samples"], state["history"]
+    logger.info("resumed from %s (step %d)", latest, run.step)
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- export ------------------------------------------------------------------------------------------
+def export(run: Run) -> Path:
+    """`save_pretrained` + processor into `<output_dir>/export`, the aligner in `export/aligner`."""
+    acc = run.accelerator
+    target = run.output_dir / EXPORT
+    tmp = run.output_dir / (EXPORT + ".tmp")
+    state = acc.get_state_dict(run.stage)  # gathers shards under FSDP / ZeRO-3
+    stage: AlignedEve = acc.unwrap_model(run.stage)
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        model = stage.model
+        model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        if run.recipe.lora is not None:  # merge the adapters: the export is a plain EVE
+            model.language_model = model.language_model.merge_and_unload()
+            model_state = None
+        model.save_pretrained(tmp, state_dict=model_state)
+        run.processor.save_pretrained(tmp)
+        if stage.aligner is not None:
+            stage.aligner.save_pretrained(tmp / ALIGNER_DIR)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+        write_loss_curve(run.output_dir)
+        logger.info("exported %s", target)
+    acc.wait_for_everyone()
+    return target
+
+
+def write_loss_curve(output_dir: Path) -> Path | None:
+    """`loss.png` from `metrics.jsonl` (CE and alignment loss per step)."""
+    metrics_file = output_dir / "metrics.jsonl"
+    if not metrics_file.exists():
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.info("matplotlib is not installed: no loss curve")
+        return None
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key in ("ce", "align"):
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        if points:
+            ax.plot(*zip(*points), label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = output_dir / "loss.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def train(recipe: Recipe, resume: bool = False) -> Path:
+    """Run one stage end to end; returns its export directory."""
+    run = setup(recipe, resume)
+    try:
+        fit(run)
+        return export(run)
+    finally:
+        run.accelerator.end_training()
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+def _to(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
+        return [v.to(device, non_blocking=True) for v in value]
+    return value
+
+
+def _mixed_precision(precision: str) -> str:
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return {"fp32": "no"}.get(precision, precision)
+
+
+def _has_tensorboard() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+

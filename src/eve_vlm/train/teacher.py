@@ -1,0 +1,136 @@
+"""The frozen vision teacher of the aligner (spec section 4), owned by the training code.
+
+Any transformers vision model (CLIP vision tower, DINOv2, SigLIP): the image is resized so that
+one teacher patch covers the area of one EVE token (or of r x r tokens at HD), features come from
+a chosen hidden state, prefix tokens (CLS, registers) are dropped, and only valid patches are kept.
+It runs in eval mode under no_grad; it is never saved with the model.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from transformers import AutoConfig, AutoModel
+
+from ..config import CLIP_MEAN, CLIP_STD
+from .recipe import TeacherSpec
+
+logger = logging.getLogger(__name__)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class TeacherInput:
+    """The teacher's copy of an image (runs in the data pipeline; small enough to send to workers)."""
+
+    patch_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    image_size: int
+    pad_to_square: bool
+
+    def __call__(self, image: Image.Image, grid: tuple[int, int]) -> torch.Tensor:
+        """Resize so the teacher sees `grid` (rows, cols) patches; normalise; pad if asked."""
+        rows, cols = grid
+        height, width = rows * self.patch_size, cols * self.patch_size
+        if self.pad_to_square and max(height, width) > self.image_size:
+            raise ValueError(f"teacher grid {rows}x{cols} exceeds its {self.image_size} px canvas")
+        resized = image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
+        pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        pixels = (pixels - torch.tensor(self.mean).view(3, 1, 1)) / torch.tensor(self.std).view(3, 1, 1)
+        if self.pad_to_square:  # the mean colour normalises to 0; valid patches stay top-left
+            canvas = torch.zeros(3, self.image_size, self.image_size)
+            canvas[:, :height, :width] = pixels
+            return canvas
+        return pixels
+
+
+class VisionTeacher(nn.Module):
+    """Frozen vision encoder -> patch features on the EVE grid."""
+
+    def __init__(self, encoder: nn.Module, layer: int, patch_size: int, mean: Sequence[float],
+                 std: Sequence[float], image_size: int, pad_to_square: bool) -> None:
+        super().__init__()
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.layer = layer
+        self.patch_size = patch_size
+        self.transform = TeacherInput(patch_size, tuple(mean), tuple(std), image_size, pad_to_square)
+        self._interpolate = "interpolate_pos_encoding" in inspect.signature(encoder.forward).parameters
+
+    @property
+    def width(self) -> int:
+        return self.encoder.config.hidden_size
+
+    @classmethod
+    def from_spec(cls, spec: TeacherSpec) -> VisionTeacher:
+        path = spec.path
+        if path == "dinov2-small":  # the demo's offline teacher
+            from ..assets import dinov2_small_path
+
+            path = str(dinov2_small_path())
+        config = AutoConfig.from_pretrained(path)
+        encoder = AutoModel.from_pretrained(path)
+        if hasattr(encoder, "vision_model") and config.model_type in ("clip", "siglip", "siglip2"):
+            encoder = encoder.vision_model  # a full CLIP/SigLIP: keep the vision tower
+        mean, std = spec.mean, spec.std
+        if mean is None or std is None:
+            mean, std = _default_normalisation(path, config.model_type)
+        patch_size = getattr(encoder.config, "patch_size", spec.patch_size)
+        logger.info("teacher %s (%s): layer %d, %d px, patch %d", spec.path, config.model_type, spec.layer,
+                    spec.image_size, patch_size)
+        return cls(encoder, spec.layer, patch_size, mean, std, spec.image_size, spec.pad_to_square)
+
+    def train(self, mode: bool = True) -> VisionTeacher:  # the teacher never leaves eval mode
+        return super().train(False)
+
+    # --- model side ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def forward(self, pixel_values: torch.Tensor | Sequence[torch.Tensor],
+                grids: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """Teacher pixels (one per image) -> (sum of rows*cols, Ct), images in order, row-major."""
+        images = list(pixel_values.unbind(0)) if isinstance(pixel_values, torch.Tensor) else list(pixel_values)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(tuple(image.shape[-2:]), []).append(i)
+        features: list[torch.Tensor | None] = [None] * len(images)
+        for indices in by_size.values():
+            batch = torch.stack([images[i] for i in indices])
+            grid = self._features(batch)  # (B, Gh, Gw, Ct)
+            for i, feature in zip(indices, grid):
+                rows, cols = grids[i]
+                features[i] = feature[:rows, :cols].reshape(rows * cols, -1)
+        return torch.cat(features)  # type: ignore[arg-type]
+
+    def _features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, H/p, W/p, Ct) from the chosen hidden state, prefix tokens dropped."""
+        param = next(self.encoder.parameters())
+        pixel_values = pixel_values.to(device=param.device, dtype=param.dtype)
+        kwargs = {"interpolate_pos_encoding": True} if self._interpolate else {}
+        out = self.encoder(pixel_values=pixel_values, output_hidden_states=True, **kwargs)
+        hidden = out.hidden_states[self.layer]  # (B, prefix + Gh*Gw, Ct)
+        gh, gw = pixel_values.shape[-2] // self.patch_size, pixel_values.shape[-1] // self.patch_size
+        patches = hidden[:, hidden.shape[1] - gh * gw:]  # drop CLS / register tokens
+        return patches.reshape(pixel_values.shape[0], gh, gw, -1).float()
+
+
+def _default_normalisation(path: str, model_type: str) -> tuple[Sequence[float], Sequence[float]]:
+    config_file = Path(path) / "preprocessor_config.json"
+    if config_file.exists():
+        values = json.loads(config_file.read_text())
+        if "image_mean" in values and "image_std" in values:
+            return values["image_mean"], values["image_std"]
+    if model_type.startswith("dinov2"):
+        return IMAGENET_MEAN, IMAGENET_STD
+    if model_type.startswith("siglip"):
+        return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    return CLIP_MEAN, CLIP_STD
