@@ -71,7 +71,8 @@ class Run:
 
 def setup(recipe: Recipe, resume: bool = False) -> Run:
     output_dir = Path(recipe.output_dir)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(recipe.precision),
+    # cpu=True on a machine without CUDA makes torchrun / `accelerate launch` processes join one gloo group
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=_mixed_precision(recipe.precision),
                               log_with="tensorboard" if _has_tensorboard() else None,
                               project_dir=str(output_dir))
     set_seed(recipe.seed)
@@ -99,7 +100,10 @@ def setup(recipe: Recipe, resume: bool = False) -> Run:
     if accelerator.distributed_type == DistributedType.DEEPSPEED:  # no dataloader is prepared: say the size
         accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = recipe.micro_batch
     accelerator.gradient_accumulation_steps = schedule.accumulation
-    stage, optimizer, scheduler = accelerator.prepare(stage, optimizer, scheduler)
+    # the scheduler is stepped by the loop once per optimizer step (accelerate's wrapper would step it
+    # once per process), and saved with the checkpoints
+    stage, optimizer = accelerator.prepare(stage, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
     if teacher is not None:
         teacher.to(accelerator.device)
     run = Run(recipe, accelerator, stage, processor, teacher, optimizer, scheduler, None, schedule,  # type: ignore[arg-type]

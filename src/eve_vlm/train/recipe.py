@@ -205,8 +205,15 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         if inner is not None:
             return tuple(_convert(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
         return tuple(value)
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+    if origin is dict and len(args) == 2 and args[1] is not Any:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a mapping")
+        return {k: _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if hint is float and not isinstance(value, bool):
+        try:  # YAML reads 1e-3 (no dot) as a string
+            return float(value)
+        except (TypeError, ValueError):
+            raise RecipeError(f"{where}={value!r}: expected a number") from None
     if hint in (int, str, bool) and not isinstance(value, hint):
         raise RecipeError(f"{where}={value!r}: expected {hint.__name__}")
     return value

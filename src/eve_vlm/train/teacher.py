@@ -66,6 +66,7 @@ class VisionTeacher(nn.Module):
         self.patch_size = patch_size
         self.transform = TeacherInput(patch_size, tuple(mean), tuple(std), image_size, pad_to_square)
         self._interpolate = "interpolate_pos_encoding" in inspect.signature(encoder.forward).parameters
+        super().train(False)
 
     @property
     def width(self) -> int:

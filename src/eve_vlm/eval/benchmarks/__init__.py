@@ -1,0 +1,1 @@
+"""One adapter per benchmark: ``load`` its public release, ``score`` answers, write ``submission``."""

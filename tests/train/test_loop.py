@@ -1,0 +1,150 @@
+"""The training loop: declared parameters train, frozen ones do not, resume is exact, ranks agree."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from eve_vlm import EveForCausalLM
+from eve_vlm.model.aligner import PatchAligner
+from eve_vlm.train import loop
+from eve_vlm.train.loop import complete_checkpoints, export, fit, setup, train
+from eve_vlm.train.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _losses(output_dir):
+    return [json.loads(line) for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _weights(export_dir):
+    return load_file(str(Path(export_dir) / "model.safetensors"))
+
+
+def test_stage1_trains_only_pel_and_aligner(write_recipe):
+    recipe = load_recipe(write_recipe(max_steps=3))
+    run = setup(recipe)
+    stage = run.accelerator.unwrap_model(run.stage)
+    before = {k: v.clone() for k, v in stage.state_dict().items()}
+    teacher_before = {k: v.clone() for k, v in run.teacher.state_dict().items()}
+    fit(run)
+    after = stage.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert not any(k.startswith("model.language_model.") for k in changed)
+    assert any(k.startswith("model.patch_embed.") for k in changed)
+    assert any(k.startswith("model.projector.") for k in changed)
+    assert any(k.startswith("aligner.") for k in changed)
+    assert all(torch.equal(v, run.teacher.state_dict()[k]) for k, v in teacher_before.items())
+    assert not run.teacher.training
+
+
+def test_export_holds_no_teacher_and_keeps_the_aligner_beside_it(write_recipe):
+    recipe = load_recipe(write_recipe(max_steps=2))
+    out = train(recipe)
+    names = _weights(out).keys()
+    assert not any("aligner" in n or "teacher" in n or "encoder" in n for n in names)
+    model = EveForCausalLM.from_pretrained(out)
+    assert model.config.template == "plain"
+    aligner = PatchAligner.from_pretrained(out / "aligner")
+    assert aligner.layers == [4, 0]
+    assert (Path(recipe.output_dir) / "loss.png").exists()
+
+
+def test_next_stage_initialises_from_the_export_and_trains_everything(write_recipe):
+    first = train(load_recipe(write_recipe("s1.yaml", max_steps=2)))
+    recipe = load_recipe(write_recipe("s2.yaml", max_steps=2, init_from=str(first), model=None,
+                                      template="vicuna_v1",
+                                      optim__lr={"pel": 1e-3, "aligner": 1e-3, "llm": 1e-3},
+                                      data={"sources": [{"kind": "shapes", "options": {"size": 16, "task": "qa"}}],
+                                            "max_length": 160}))
+    run = setup(recipe)
+    stage = run.accelerator.unwrap_model(run.stage)
+    start = {k: v.clone() for k, v in stage.state_dict().items()}
+    exported = _weights(first)
+    for name, tensor in exported.items():
+        assert torch.equal(start["model." + name], tensor), name
+    fit(run)
+    changed = {k for k, v in stage.state_dict().items() if not torch.equal(v, start[k])}
+    assert any(k.startswith("model.language_model.") for k in changed)
+    assert run.processor.template == "vicuna_v1"
+
+
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_run(write_recipe, monkeypatch):
+    straight = train(load_recipe(write_recipe("a.yaml")))
+    path = write_recipe("b.yaml")
+    original = loop.save_checkpoint
+
+    def crash_after_checkpoint(run):
+        original(run)
+        raise KeyboardInterrupt  # as if killed right after the step-3 checkpoint
+
+    monkeypatch.setattr(loop, "save_checkpoint", crash_after_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_recipe(path))
+    monkeypatch.setattr(loop, "save_checkpoint", original)
+    out_b = Path(load_recipe(path).output_dir)
+    assert [p.name for p in complete_checkpoints(out_b / "checkpoints")] == ["step-00000003"]
+    resumed = train(load_recipe(path), resume=True)
+    a, b = _weights(straight), _weights(resumed)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+    losses_a = [r["loss"] for r in _losses(straight.parent)]
+    losses_b = [r["loss"] for r in _losses(out_b)]
+    assert losses_b == pytest.approx(losses_a, abs=1e-5)
+
+
+def test_half_written_checkpoint_is_ignored(tmp_path):
+    root = tmp_path / "checkpoints"
+    (root / "step-00000004.tmp").mkdir(parents=True)
+    (root / "step-00000002").mkdir()
+    (root / "step-00000002" / "trainer_state.json").write_text("{}")
+    (root / "step-00000006").mkdir()  # renamed but without its state file: not complete
+    assert [p.name for p in complete_checkpoints(root)] == ["step-00000002"]
+
+
+def test_two_processes_give_the_same_losses_as_one(write_recipe, tmp_path):
+    one = write_recipe("one.yaml", max_steps=3, checkpoint_every=100)
+    two = write_recipe("two.yaml", max_steps=3, checkpoint_every=100)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    subprocess.run([sys.executable, "-m", "eve_vlm.cli", "train", str(one)], check=True, env=env, cwd=tmp_path,
+                   capture_output=True)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "eve_vlm.cli", "train", str(two)],
+                            env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a = [r["loss"] for r in _losses(tmp_path / "one")]
+    b = [r["loss"] for r in _losses(tmp_path / "two")]
+    assert len(a) == 3 and b == pytest.approx(a, rel=1e-4)
+    wa, wb = _weights(tmp_path / "one" / "export"), _weights(tmp_path / "two" / "export")
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_nonfinite_losses_are_skipped_counted_and_stop_the_run(write_recipe, monkeypatch):
+    recipe = load_recipe(write_recipe(max_steps=6, max_nonfinite_steps=2, checkpoint_every=1))
+    calls = {"n": 0}
+    real_forward = loop._forward
+
+    def sometimes_nan(run, batch):
+        calls["n"] += 1
+        out = real_forward(run, batch)
+        if calls["n"] > 4:  # steps 1-2 fine (2 micro-batches each), then NaN forever
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(loop, "_forward", sometimes_nan)
+    run = setup(recipe)
+    with pytest.raises(loop.NonFiniteLossError, match="2 consecutive steps"):
+        fit(run)
+    assert run.nonfinite_steps == 2
+    good = complete_checkpoints(Path(recipe.output_dir) / "checkpoints")
+    assert good[-1].name == "step-00000003"  # the first bad step was skipped and still checkpointed
+    export(run)
+    for name, tensor in _weights(Path(recipe.output_dir) / "export").items():
+        assert torch.isfinite(tensor).all(), name
