@@ -93,7 +93,12 @@ class EveConfig(PretrainedConfig):
         self.teacher_width = teacher_width
         self.initializer_range = initializer_range
         kwargs.setdefault("tie_word_embeddings", getattr(text_config, "tie_word_embeddings", False))
+        # PretrainedConfig.__init__ sets the attention implementation on every sub-config; when the
+        # text config belongs to a loaded LLM, keep its own (None would silently drop the causal mask)
+        text_attention = getattr(text_config, "_attn_implementation_internal", None)
         super().__init__(**kwargs)
+        if text_attention is not None and getattr(self.text_config, "_attn_implementation", None) is None:
+            self.text_config._attn_implementation = text_attention
         self._validate()
 
     def _validate(self) -> None:

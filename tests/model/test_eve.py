@@ -159,3 +159,27 @@ def test_config_validation_names_the_field():
         EveConfig(template="alpaca")
     assert EveConfig(image_size=1344).size_multiple == 56
     assert EveConfig().size_multiple == 28
+
+
+def _future_changes_past(model, width):
+    decoder = model.language_model.get_decoder()
+    x = torch.randn(2, 10, width)
+    later = x.clone()
+    later[:, 5:] += 1.0
+    with torch.no_grad():
+        a = decoder(inputs_embeds=x, attention_mask=torch.ones(2, 10, dtype=torch.long)).last_hidden_state
+        b = decoder(inputs_embeds=later, attention_mask=torch.ones(2, 10, dtype=torch.long)).last_hidden_state
+    return (a[:, :5] - b[:, :5]).abs().max().item()
+
+
+def test_attention_stays_causal_around_a_loaded_llm(tmp_path):
+    """Regression: wrapping a loaded LLM once reset its attention implementation to None, which
+    dropped the causal mask (tokens saw the future, training loss fell to ~0)."""
+    config = tiny_config()
+    LlamaForCausalLM(config.text_config).save_pretrained(tmp_path / "llm")
+    loaded = LlamaForCausalLM.from_pretrained(tmp_path / "llm")
+    model = EveForCausalLM.from_text_model(loaded, vision_width=32, vision_heads=4, image_size=112)
+    assert model.language_model.config._attn_implementation is not None
+    assert _future_changes_past(model, 64) == 0.0
+    model.save_pretrained(tmp_path / "eve")
+    assert _future_changes_past(EveForCausalLM.from_pretrained(tmp_path / "eve"), 64) == 0.0

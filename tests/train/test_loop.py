@@ -148,3 +148,19 @@ def test_nonfinite_losses_are_skipped_counted_and_stop_the_run(write_recipe, mon
     export(run)
     for name, tensor in _weights(Path(recipe.output_dir) / "export").items():
         assert torch.isfinite(tensor).all(), name
+
+
+def test_answer_only_loss_equals_the_models_own_loss():
+    from eve_vlm.testing import tiny_model_and_processor
+    from eve_vlm.train.losses import AlignedEve
+
+    model, processor = tiny_model_and_processor()
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What digit?"}]},
+                {"role": "assistant", "content": "seven"}]
+    from PIL import Image
+
+    samples = [processor.encode_conversation(messages, [Image.new("RGB", (56 + 28 * i, 56))]) for i in range(2)]
+    batch = processor.collate(samples)
+    ours = AlignedEve(model)(batch)["ce"]
+    reference = model(**batch).loss
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)

@@ -26,6 +26,7 @@ __all__ = [
     "DIGIT_WORDS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "OFFLINE_MODELS",
     "MissingAssetPackageError",
     "TwemojiItem",
     "cache_root",
@@ -37,6 +38,15 @@ __all__ = [
     "load_twemoji",
     "onnx_reference_features",
     "open_rgb",
+    "resolve_model_path",
     "smollm2_path",
     "twemoji_split",
 ]
+
+# Names a recipe may use for these offline assets (model.text_model, model.tokenizer, teacher.path).
+OFFLINE_MODELS = {"smollm2-135m-instruct": smollm2_path, "dinov2-small": dinov2_small_path}
+
+
+def resolve_model_path(name: str) -> str:
+    """An offline asset's name -> its cached folder (built on first use); any other name unchanged."""
+    return str(OFFLINE_MODELS[name]()) if name in OFFLINE_MODELS else name

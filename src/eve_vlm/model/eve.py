@@ -57,6 +57,8 @@ class EveForCausalLM(EvePreTrainedModel, GenerationMixin):
                                    config.projector_norm)
         self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()
+        if getattr(self.language_model.config, "_attn_implementation", None) is None:  # never maskless
+            self.language_model.set_attn_implementation(self.config._attn_implementation or "sdpa")
 
     # --- plumbing transformers expects of a causal LM -------------------------------------------
     def get_input_embeddings(self) -> nn.Module:

@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..data.processor import IGNORE_INDEX
 from ..model.aligner import PatchAligner, alignment_loss
 from ..model.eve import EveForCausalLM
 
@@ -29,6 +31,18 @@ def gather_patch_states(hidden_states: tuple[torch.Tensor, ...], layers: list[in
     return states
 
 
+def answer_token_loss(hidden: torch.Tensor, labels: torch.Tensor, head: nn.Module) -> torch.Tensor:
+    """Next-token cross-entropy computed only where there is a label.
+
+    Equal to the LM's own loss, but the vocabulary projection runs on the answer positions only
+    (a few percent of an image-text sequence), saving its FLOPs and the (B, T, V) logits.
+    """
+    targets = labels[:, 1:]  # (B, T-1)
+    keep = targets != IGNORE_INDEX
+    logits = head(hidden[:, :-1][keep])  # (N, V)
+    return F.cross_entropy(logits.float(), targets[keep])
+
+
 class AlignedEve(nn.Module):
     """EVE + (optionally) its Patch Aligning Layer: batch -> {loss, ce, align}."""
 
@@ -38,18 +52,26 @@ class AlignedEve(nn.Module):
         self.model = model
         self.aligner = aligner
         self.align_weight = align_weight
+        # models that transform their logits (e.g. soft-capping) keep their own loss path
+        self._own_loss = getattr(model.config.text_config, "final_logit_softcapping", None) is not None
 
     def forward(self, batch: dict[str, Any], teacher_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         aligning = self.aligner is not None and teacher_features is not None
-        out = self.model(input_ids=batch["input_ids"], pixel_values=batch.get("pixel_values"),
-                         attention_mask=batch["attention_mask"], labels=batch["labels"],
-                         output_hidden_states=aligning, use_cache=False)
-        result = {"ce": out.loss}
+        embeds = self.model.embed_inputs(batch["input_ids"], batch.get("pixel_values"))  # (B, T, D)
+        if self._own_loss:
+            out = self.model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                                            labels=batch["labels"], output_hidden_states=aligning, use_cache=False)
+            ce, hidden_states = out.loss, out.hidden_states
+        else:
+            decoder = self.model.language_model.get_decoder()
+            out = decoder(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                          output_hidden_states=aligning, use_cache=False)
+            ce = answer_token_loss(out.last_hidden_state, batch["labels"], self.model.get_output_embeddings())
+            hidden_states = out.hidden_states
+        result = {"ce": ce, "loss": ce}
         if aligning:
-            states = gather_patch_states(out.hidden_states, self.aligner.layers, batch["patch_positions"])
+            states = gather_patch_states(hidden_states, self.aligner.layers, batch["patch_positions"])
             student = self.aligner(states)  # (N, Ct)
             result["align"] = alignment_loss(student, teacher_features, batch["patch_image"])
-            result["loss"] = out.loss + self.align_weight * result["align"]
-        else:
-            result["loss"] = out.loss
+            result["loss"] = ce + self.align_weight * result["align"]
         return result

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
+from ..assets import resolve_model_path
 from ..config import EveConfig
 from ..data.image import EveImageProcessor
 from ..data.pipeline import SkipPolicy, TrainBatches
@@ -40,7 +41,7 @@ def build_model(recipe: Recipe) -> tuple[EveForCausalLM, EveProcessor, PatchAlig
     else:
         spec = recipe.model
         if spec.text_model:
-            model = EveForCausalLM.from_text_model(spec.text_model, **spec.eve)
+            model = EveForCausalLM.from_text_model(resolve_model_path(spec.text_model), **spec.eve)
         else:
             text_config = dict(spec.text_config or {})
             model_type = text_config.pop("model_type", "llama")
@@ -59,7 +60,7 @@ def load_tokenizer(name: str | None) -> PreTrainedTokenizerBase:
         return tiny_tokenizer()
     if name is None:
         raise RecipeError("model.tokenizer: no tokenizer (set model.tokenizer or model.text_model)")
-    return AutoTokenizer.from_pretrained(name)
+    return AutoTokenizer.from_pretrained(resolve_model_path(name))
 
 
 def _apply_stage_settings(recipe: Recipe, model: EveForCausalLM, processor: EveProcessor) -> None:

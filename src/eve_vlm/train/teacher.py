@@ -74,11 +74,9 @@ class VisionTeacher(nn.Module):
 
     @classmethod
     def from_spec(cls, spec: TeacherSpec) -> VisionTeacher:
-        path = spec.path
-        if path == "dinov2-small":  # the demo's offline teacher
-            from ..assets import dinov2_small_path
+        from ..assets import resolve_model_path
 
-            path = str(dinov2_small_path())
+        path = resolve_model_path(spec.path)  # e.g. dinov2-small, the demo's offline teacher
         config = AutoConfig.from_pretrained(path)
         encoder = AutoModel.from_pretrained(path)
         if hasattr(encoder, "vision_model") and config.model_type in ("clip", "siglip", "siglip2"):
