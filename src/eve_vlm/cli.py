@@ -26,16 +26,29 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(f"eve_vlm.{area}.commands")
         except ModuleNotFoundError as e:
-            if e.name and e.name.startswith(f"eve_vlm.{area}"):
-                continue  # this area has no commands yet
-            raise
+            if e.name and e.name.startswith("eve_vlm"):
+                raise
+            _add_unavailable(subparsers, area, e.name or "?")  # an optional dependency is missing
+            continue
         module.add_commands(subparsers)
     return parser
 
 
+def _add_unavailable(subparsers: argparse._SubParsersAction, area: str, missing: str) -> None:
+    """A command whose optional dependency is not installed: it says so when it is used."""
+    def fail(_: argparse.Namespace) -> int:
+        raise SystemExit(f"eve-vlm {area}: needs the package {missing!r}; install it, e.g. "
+                         f"pip install 'eve-vlm[{area}]'")
+
+    parser = subparsers.add_parser(area, help=f"(unavailable: {missing} is not installed)")
+    parser.set_defaults(func=fail, accepts_any_arguments=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "accepts_any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     try:

@@ -127,10 +127,11 @@ def _batches(items: Sequence[EvalItem], batch_size: int) -> Iterable[list[EvalIt
         yield list(items[start : start + batch_size])
 
 
-def _answer_all(
+def answer_items(
     items: Sequence[EvalItem], answer_fn: AnswerFn, batch_size: int, predictions_path: Path
 ) -> dict[ItemId, str]:
-    """Predictions for every item: those already on disk, then ``answer_fn`` for the rest."""
+    """Predictions for every item: those already in ``predictions_path``, then ``answer_fn`` for the
+    rest, appended to that file batch by batch (so a killed run resumes where it stopped)."""
     predictions = read_predictions(predictions_path)
     todo = [item for item in items if item.id not in predictions]
     logger.info("%d of %d items already answered, %d to go", len(items) - len(todo), len(items), len(todo))
@@ -193,7 +194,7 @@ def run_benchmark(
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    predictions = _answer_all(items, answer_fn, batch_size, output_dir / PREDICTIONS_FILE)
+    predictions = answer_items(items, answer_fn, batch_size, output_dir / PREDICTIONS_FILE)
     ours = {item.id: predictions[item.id] for item in items}
 
     scores = module.score(items, ours)

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader
 
+from ..data.pipeline import SkipPolicy
 from ..data.processor import EveProcessor
 from .losses import AlignedEve
 from .recipe import Recipe
@@ -37,12 +39,13 @@ from .setup import (
     parameter_summary,
     plan_schedule,
 )
-from .teacher import VisionTeacher
+from .teacher import TeacherCache, VisionTeacher
 
 logger = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"
 STATE_FILE = "trainer_state.json"
+CHECKPOINT_NAME = re.compile(r"step-\d+")  # anything else under checkpoints/ is unfinished (.tmp, .trash)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -64,7 +67,9 @@ class Run:
     schedule: Schedule
     output_dir: Path
     step: int = 0
-    skipped_samples: int = 0
+    skips: SkipPolicy = field(default_factory=SkipPolicy)
+    """The data policy's counts (skipped, truncated, seen), kept by this process from the batches' reports."""
+    teacher_cache: TeacherCache | None = None
     nonfinite_steps: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -107,7 +112,9 @@ def setup(recipe: Recipe, resume: bool = False) -> Run:
     if teacher is not None:
         teacher.to(accelerator.device)
     run = Run(recipe, accelerator, stage, processor, teacher, optimizer, scheduler, None, schedule,  # type: ignore[arg-type]
-              output_dir)
+              output_dir, skips=batches.skip_policy)
+    if recipe.teacher_cache is not None and teacher is not None:
+        run.teacher_cache = TeacherCache.for_teacher(recipe.teacher_cache, recipe.teacher)  # type: ignore[arg-type]
     if resume:
         _resume(run)
     batches.start = run.step * schedule.accumulation * accelerator.num_processes
@@ -128,7 +135,8 @@ def fit(run: Run) -> None:
     for batch in run.loader:
         if run.step >= schedule.total_steps:
             break
-        run.skipped_samples += batch.pop("num_skipped")
+        run.skips.account(batch)  # here, not in a DataLoader worker: the counts and the ratio see every batch
+        batch.pop("num_skipped")
         batch.pop("position")
         with acc.accumulate(run.stage):
             losses = _forward(run, batch)
@@ -158,7 +166,8 @@ def _forward(run: Run, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
     batch = {k: _to(v, device) for k, v in batch.items()}
     teacher_features = None
     if run.teacher is not None and "teacher_pixel_values" in batch:
-        teacher_features = run.teacher(batch["teacher_pixel_values"], batch["teacher_grids"])
+        pixels, grids = batch["teacher_pixel_values"], batch["teacher_grids"]
+        teacher_features = run.teacher_cache(run.teacher, pixels, grids) if run.teacher_cache else run.teacher(pixels, grids)
     with run.accelerator.autocast():
         return run.stage(batch, teacher_features)
 
@@ -224,8 +233,14 @@ class _Window:
 
 def _log(run: Run, metrics: dict[str, float], progress: Any) -> None:
     acc = run.accelerator
-    metrics = {"step": run.step, **metrics, "skipped_samples": run.skipped_samples,
+    counts = torch.tensor([run.skips.skipped, run.skips.truncated], dtype=torch.float64, device=acc.device)
+    if acc.num_processes > 1:
+        counts = acc.reduce(counts, reduction="sum")
+    skipped, truncated = (int(c) for c in counts.tolist())
+    metrics = {"step": run.step, **metrics, "skipped_samples": skipped, "truncated_samples": truncated,
                "nonfinite_steps": run.nonfinite_steps}
+    if run.teacher_cache is not None:
+        metrics.update(run.teacher_cache.counters())
     for group in run.optimizer.param_groups:
         metrics[f"lr_{group.get('name', 'group')}"] = group["lr"]
     run.history.append(metrics)
@@ -249,34 +264,65 @@ def _progress(run: Run) -> Any:
 
 # --- checkpoints -------------------------------------------------------------------------------------
 def save_checkpoint(run: Run) -> Path:
-    """Write aside (`step-N.tmp`), mark complete, then rename: a crash never leaves a corrupt one."""
+    """Write aside (`step-N.tmp`), sync, mark complete (the state file), then rename.
+
+    A crash at any point, a SIGKILL included, leaves the earlier checkpoints as they were and no
+    half-written one that `complete_checkpoints` would take; a failed write (a full disk) raises an
+    OSError that names the checkpoint kept.
+    """
     acc = run.accelerator
     root = run.output_dir / CHECKPOINTS
     final = root / f"step-{run.step:08d}"
     tmp = root / f"step-{run.step:08d}.tmp"
     if acc.is_main_process:
+        _remove_unfinished(root)
+    acc.wait_for_everyone()
+    try:
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            state = {"step": run.step, "skipped_samples": run.skips.skipped, "data": run.skips.state_dict(),
+                     "history": run.history}
+            _sync_files(tmp)
+            _write_synced(tmp / STATE_FILE, json.dumps(state))
+    except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-    acc.wait_for_everyone()
-    acc.save_state(str(tmp))
-    acc.wait_for_everyone()
+        kept = complete_checkpoints(root)
+        raise OSError(e.errno, f"could not write checkpoint {final} ({e.strerror or e}); "
+                               + (f"the last complete checkpoint {kept[-1]} is intact" if kept else
+                                  "there is no earlier checkpoint")) from e
     if acc.is_main_process:
-        state = {"step": run.step, "skipped_samples": run.skipped_samples, "history": run.history}
-        _write_synced(tmp / STATE_FILE, json.dumps(state))
-        shutil.rmtree(final, ignore_errors=True)
+        if final.exists():
+            _discard(final)
         os.replace(tmp, final)
         _fsync_dir(root)
-        for old in sorted(complete_checkpoints(root))[: -run.recipe.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+        for old in complete_checkpoints(root)[: -run.recipe.keep_checkpoints]:
+            _discard(old)
         logger.info("checkpoint %s", final)
     acc.wait_for_everyone()
     return final
 
 
 def complete_checkpoints(root: Path) -> list[Path]:
-    """Checkpoints whose write finished (renamed, with their state file)."""
+    """Checkpoints whose write finished (renamed to `step-N`, with their state file)."""
     if not root.exists():
         return []
-    return sorted(p for p in root.glob("step-*") if not p.name.endswith(".tmp") and (p / STATE_FILE).exists())
+    return sorted(p for p in root.glob("step-*") if CHECKPOINT_NAME.fullmatch(p.name) and (p / STATE_FILE).exists())
+
+
+def _remove_unfinished(root: Path) -> None:
+    """What a killed run left under checkpoints/: half-written `.tmp`, half-deleted `.trash` folders."""
+    for path in root.glob("step-*"):
+        if not CHECKPOINT_NAME.fullmatch(path.name):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _discard(path: Path) -> None:
+    """Rename first (atomic), then delete: a kill mid-delete never leaves a partial `step-N`."""
+    trash = path.with_name(path.name + ".trash")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _resume(run: Run) -> None:
@@ -287,8 +333,25 @@ def _resume(run: Run) -> None:
     latest = checkpoints[-1]
     run.accelerator.load_state(str(latest))
     state = json.loads((latest / STATE_FILE).read_text())
-    run.step, run.skipped_samples, run.history = state["step"], state["skipped_samples"], state["history"]
+    run.step, run.history = state["step"], state["history"]
+    if "data" in state:
+        run.skips.load_state_dict(state["data"])
+    if run.accelerator.is_main_process:  # drop the lines logged after the checkpoint by the interrupted run
+        _write_atomic(run.output_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.history))
     logger.info("resumed from %s (step %d)", latest, run.step)
+
+
+def _sync_files(directory: Path) -> None:
+    for path in directory.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    _write_synced(tmp, text)
+    os.replace(tmp, path)
 
 
 def _write_synced(path: Path, text: str) -> None:
@@ -321,11 +384,19 @@ def export(run: Run) -> Path:
         if run.recipe.lora is not None:  # merge the adapters: the export is a plain EVE
             model.language_model = model.language_model.merge_and_unload()
             model_state = None
-        model.save_pretrained(tmp, state_dict=model_state)
-        run.processor.save_pretrained(tmp)
-        if stage.aligner is not None:
-            stage.aligner.save_pretrained(tmp / ALIGNER_DIR)
-        shutil.rmtree(target, ignore_errors=True)
+        try:
+            model.save_pretrained(tmp, state_dict=model_state)
+            run.processor.save_pretrained(tmp)
+            if stage.aligner is not None:
+                stage.aligner.save_pretrained(tmp / ALIGNER_DIR)
+            _sync_files(tmp)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise OSError(e.errno, f"could not write the export {target} ({e.strerror or e}); "
+                                   + ("the previous export is intact" if target.exists() else
+                                      "the checkpoints are intact")) from e
+        if target.exists():  # renamed aside, not deleted first: no moment without an export but a rename's
+            _discard(target)
         os.replace(tmp, target)
         write_loss_curve(run.output_dir)
         logger.info("exported %s", target)
@@ -370,7 +441,26 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
         fit(run)
         return export(run)
     finally:
+        write_data_report(run)
         run.accelerator.end_training()
+
+
+def write_data_report(run: Run) -> list[Path]:
+    """`skipped.jsonl` and `truncated.jsonl` in the output folder: one line per record (source, record,
+    reason, how often); written at the end of a run, also one that stopped. Rank r > 0 adds `.rank{r}`."""
+    suffix = "" if run.accelerator.is_main_process else f".rank{run.accelerator.process_index}"
+    paths = []
+    for outcome in ("skipped", "truncated"):
+        path = run.output_dir / f"{outcome}{suffix}.jsonl"
+        try:
+            _write_atomic(path, "".join(json.dumps(r) + "\n" for r in run.skips.report(outcome)))
+        except OSError as e:  # never hide the error that ended the run
+            logger.error("could not write %s: %s", path, e)
+        paths.append(path)
+    if run.skips.skipped or run.skips.truncated:
+        logger.warning("data: %d of %d samples skipped, %d truncated (see %s)", run.skips.skipped, run.skips.seen,
+                       run.skips.truncated, paths[0])
+    return paths
 
 
 # --- helpers -----------------------------------------------------------------------------------------

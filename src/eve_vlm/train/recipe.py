@@ -71,6 +71,8 @@ class DataSpec:
     sources: tuple[DataSourceSpec, ...]
     max_length: int = 2048
     num_workers: int = 0
+    group_by_length: bool = True
+    """Sort windows of 64 micro-batches by length so padding stays small (off: plain shuffling)."""
     max_skip_ratio: float = 0.0
     """0: the first bad sample stops the run; >0: skip and count, stop past this ratio."""
 
@@ -109,6 +111,10 @@ class Recipe:
     Relative paths in a recipe are relative to the working directory, as on the command line."""
     model: ModelSpec = field(default_factory=ModelSpec)
     teacher: TeacherSpec | None = None
+    teacher_cache: str | None = None
+    """A folder where the teacher's features are kept (one safetensors file per image), so epochs after
+    the first skip the teacher; null computes them every time. Keyed by the teacher's input and
+    identity: one folder may serve several teachers. Entries with NaN/inf are recomputed, never used."""
     align_weight: float = 1.0
     """Total loss = CE + align_weight x alignment loss (spec: 1.0); 0 or no teacher: no aligner."""
     template: str | None = None
@@ -162,6 +168,8 @@ class Recipe:
                               "model.text_config")
         if lr.get("aligner") and (self.teacher is None or self.align_weight <= 0):
             raise RecipeError("optim.lr.aligner is set but there is no teacher (or align_weight is 0)")
+        if self.teacher_cache is not None and not self.aligning:
+            raise RecipeError("teacher_cache is set but there is no teacher (or align_weight is 0)")
 
     @property
     def aligning(self) -> bool:

@@ -197,4 +197,4 @@ def build_batches(recipe: Recipe, sources: list[Source], weights: list[float], p
     config_ratio = processor.image_processor.size_multiple // (processor.patch_size * processor.pool_size)
     return TrainBatches(sources, weights, processor, recipe.micro_batch, recipe.data.max_length, recipe.seed,
                         rank, world_size, teacher.transform if teacher is not None else None, config_ratio,
-                        SkipPolicy(recipe.data.max_skip_ratio))
+                        SkipPolicy(recipe.data.max_skip_ratio), group_size=64 if recipe.data.group_by_length else 1)

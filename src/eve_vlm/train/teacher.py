@@ -3,14 +3,17 @@
 Any transformers vision model (CLIP vision tower, DINOv2, SigLIP): the image is resized so that
 one teacher patch covers the area of one EVE token (or of r x r tokens at HD), features come from
 a chosen hidden state, prefix tokens (CLS, registers) are dropped, and only valid patches are kept.
-It runs in eval mode under no_grad; it is never saved with the model.
+It runs in eval mode under no_grad; it is never saved with the model. `TeacherCache` keeps its
+features on disk for the epochs after the first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
@@ -133,3 +138,88 @@ def _default_normalisation(path: str, model_type: str) -> tuple[Sequence[float],
     if model_type.startswith("siglip"):
         return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     return CLIP_MEAN, CLIP_STD
+
+
+# --- feature cache -----------------------------------------------------------------------------------
+class TeacherCache:
+    """Teacher features on disk (recipe `teacher_cache`), one safetensors file per image.
+
+    An entry's key is a hash of the teacher's identity (model path, layer), the image's patch grid
+    and the bytes of its teacher input tensor: another teacher, layer, resolution or normalisation
+    never hits. Files are written aside and renamed, so a crash never leaves a torn entry; an entry
+    that does not load or holds a NaN/inf is deleted, recomputed and counted (`discarded`), never
+    used. A failed write (a full disk) is logged and training goes on without caching.
+    """
+
+    def __init__(self, directory: str | Path, identity: str) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.identity = identity
+        self.hits = self.misses = self.discarded = 0
+
+    @classmethod
+    def for_teacher(cls, directory: str | Path, spec: TeacherSpec) -> TeacherCache:
+        path = os.path.abspath(spec.path) if Path(spec.path).exists() else spec.path
+        return cls(directory, f"{path}|layer={spec.layer}")
+
+    def key(self, pixels: torch.Tensor, grid: tuple[int, int]) -> str:
+        digest = hashlib.sha256(f"{self.identity}|grid={tuple(grid)}|{pixels.dtype}|{tuple(pixels.shape)}".encode())
+        digest.update(pixels.detach().cpu().contiguous().view(torch.uint8).numpy())
+        return digest.hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.safetensors"
+
+    def load(self, key: str, rows_cols: int) -> torch.Tensor | None:
+        """The cached (rows*cols, Ct) features, or None (a miss, or an entry discarded as unusable)."""
+        path = self.path(key)
+        if not path.exists():
+            self.misses += 1
+            return None
+        try:
+            features = load_file(str(path))["features"]
+            problem = None if features.ndim == 2 and features.shape[0] == rows_cols else f"shape {tuple(features.shape)}"
+            if problem is None and not torch.isfinite(features).all():
+                problem = "non-finite values"
+        except (OSError, KeyError, SafetensorError) as e:
+            problem = f"unreadable ({e})"
+        if problem is None:
+            self.hits += 1
+            return features
+        self.discarded += 1
+        self.misses += 1
+        logger.warning("teacher cache entry %s discarded (%s); recomputing it", path, problem)
+        path.unlink(missing_ok=True)
+        return None
+
+    def save(self, key: str, features: torch.Tensor) -> None:
+        if not torch.isfinite(features).all():
+            logger.warning("teacher features of entry %s hold NaN/inf: not cached", key)
+            return
+        path = self.path(key)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(exist_ok=True)
+            save_file({"features": features.detach().cpu().contiguous()}, str(tmp))
+            os.replace(tmp, path)
+        except (OSError, SafetensorError) as e:
+            tmp.unlink(missing_ok=True)
+            logger.warning("teacher cache: could not write %s (%s); going on without it", path, e)
+
+    def __call__(self, teacher: VisionTeacher, pixel_values: torch.Tensor | Sequence[torch.Tensor],
+                 grids: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """`teacher(pixel_values, grids)`, reading the images it has seen from disk."""
+        images = list(pixel_values.unbind(0)) if isinstance(pixel_values, torch.Tensor) else list(pixel_values)
+        keys = [self.key(image, grid) for image, grid in zip(images, grids)]
+        features = [self.load(key, rows * cols) for key, (rows, cols) in zip(keys, grids)]
+        if any(f is None for f in features):  # the whole batch, exactly as without a cache
+            computed = teacher(pixel_values, grids).split([rows * cols for rows, cols in grids])
+            for i, feature in enumerate(features):
+                if feature is None:
+                    self.save(keys[i], computed[i])
+            return torch.cat(computed)
+        return torch.cat(features).to(images[0].device)  # type: ignore[arg-type]
+
+    def counters(self) -> dict[str, int]:
+        return {"teacher_cache_hits": self.hits, "teacher_cache_misses": self.misses,
+                "teacher_cache_discarded": self.discarded}

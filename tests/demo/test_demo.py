@@ -1,0 +1,74 @@
+"""The demo's whole pipeline on a tiny slice: the shipped recipes with a few steps, every artifact checked."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from eve_vlm import EveForCausalLM, EveProcessor
+from eve_vlm.demo.evaluate import token_f1
+from eve_vlm.demo.run import REPO_CONFIGS, DemoOptions, run_demo, stage_overrides
+
+
+def _slice_recipes(tmp_path: Path) -> Path:
+    """The shipped demo recipes, shrunk: 2 steps of 4 samples each, small data limits."""
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    for path in sorted(REPO_CONFIGS.glob("stage*.yaml")):
+        recipe = yaml.safe_load(path.read_text())
+        recipe.update(max_steps=2, global_batch=4, micro_batch=4, log_every=1, checkpoint_every=100)
+        for source in recipe["data"]["sources"]:
+            source["options"]["limit"] = 16
+        (folder / path.name).write_text(yaml.safe_dump(recipe))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("demo")
+    options = DemoOptions(output=tmp_path / "out", recipes=_slice_recipes(tmp_path), mnist_eval=6, twemoji_eval=4)
+    return options, run_demo(options)
+
+
+def test_demo_writes_every_artifact_and_they_load(demo_run):
+    options, metrics = demo_run
+    out = options.output
+    for name in ("metrics.json", "report.md", "loss_curves.png", "heldout_answers.png"):
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["mnist_n"] == 6 and saved["twemoji_n"] == 4
+    assert 0 <= saved["mnist_accuracy"] <= 100 and 0 <= saved["twemoji_token_f1"] <= 100
+    assert saved == metrics
+    model = EveForCausalLM.from_pretrained(out / "final")
+    processor = EveProcessor.from_pretrained(out / "final")
+    assert processor.template == "chat" and model.config.projector_norm
+    assert not (out / "final" / "aligner").exists()  # the inference model only
+    report = (out / "report.md").read_text()
+    assert "MNIST test digits" in report and "loss_curves.png" in report
+    for stage in ("stage1", "stage2", "stage3"):
+        assert (out / stage / "export" / "model.safetensors").exists()
+        assert len((out / stage / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_stage1_kept_the_llm_frozen(demo_run):
+    from safetensors.torch import load_file
+
+    from eve_vlm.assets import smollm2_path
+
+    options, _ = demo_run
+    original = load_file(str(smollm2_path() / "model.safetensors"))
+    stage1 = load_file(str(options.output / "stage1" / "export" / "model.safetensors"))
+    for name, tensor in original.items():
+        assert (stage1["language_model." + name] == tensor).all(), name
+
+
+def test_no_aligner_overrides_remove_the_teacher():
+    overrides = stage_overrides(DemoOptions(aligner=False), 1, Path("prev"))
+    assert "teacher=null" in overrides and "init_from=prev" in overrides and "align_weight=0" in overrides
+
+
+def test_token_f1():
+    assert token_f1("thumbs up", "thumbs up") == 1.0
+    assert token_f1("thumbs down", "thumbs up") == pytest.approx(0.5)
+    assert token_f1("", "cat") == 0.0
