@@ -1,4 +1,5 @@
-"""`EveGenerator`: batched answers equal one-by-one answers; stop strings; log-likelihoods by hand."""
+"""`EveGenerator` (inference's `Generator` plus evaluation's batching and scoring): batched answers
+equal one-by-one answers; stop strings; log-likelihoods by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import torch
 from PIL import Image
 
 from eve_vlm.eval import EvalItem
-from eve_vlm.eval.generate import EveGenerator, GenerationSettings, Request, cut_at_stop, user_message
+from eve_vlm.eval.generate import EveGenerator, device_name, item_request, user_message
+from eve_vlm.infer import GenerationRequest, SamplingParams, cut_at_stop
 from eve_vlm.testing import tiny_model_and_processor
 
 
@@ -60,13 +62,9 @@ def test_prompt_is_the_models_template_with_images_first(
 ) -> None:
     model, processor = tiny
     seen = []
-    original = processor.encode_conversation
+    original = processor.encode
     monkeypatch.setattr(
-        processor,
-        "encode_conversation",
-        lambda messages, images, **kw: (
-            seen.append(processor.render(messages, True).text) or original(messages, images, **kw)
-        ),
+        processor, "encode", lambda text, *args, **kw: seen.append(text) or original(text, *args, **kw)
     )
     EveGenerator(model, processor).answer_fn(max_new_tokens=1)(ITEMS[2:3])
     assert seen == [
@@ -78,17 +76,17 @@ def test_prompt_is_the_models_template_with_images_first(
 def test_stop_strings_end_the_answer(tiny: tuple) -> None:
     model, processor = tiny
     generator = EveGenerator(model, processor, batch_size=2)
-    requests = [Request([user_message(item.prompt, len(item.images))], item.images) for item in ITEMS[:2]]
-    full = generator.generate(requests, GenerationSettings(max_new_tokens=12))
+    full = generator.generate([item_request(item, SamplingParams(max_new_tokens=12)) for item in ITEMS[:2]])
     stop = full[0][len(full[0]) // 2 : len(full[0]) // 2 + 2]
-    cut = generator.generate(requests, GenerationSettings(max_new_tokens=12, stop=(stop, "")))
+    params = SamplingParams(max_new_tokens=12, stop=(stop,))
+    cut = generator.generate([item_request(item, params) for item in ITEMS[:2]])
     assert cut[0] == full[0][: full[0].index(stop)].strip()
-    assert cut[1] == cut_at_stop(full[1], [stop]).strip()
+    assert cut[1] == cut_at_stop(full[1], [stop])[0].strip()
 
 
 def test_loglikelihood_equals_a_forward_pass_by_hand(tiny: tuple) -> None:
     model, processor = tiny
-    requests = [Request([user_message(item.prompt, len(item.images))], item.images) for item in ITEMS[:3]]
+    requests = [item_request(item, SamplingParams()) for item in ITEMS[:3]]
     continuations = [" yes", " the cat sat", ""]
     scored = EveGenerator(model, processor, batch_size=2).loglikelihood(requests, continuations)
 
@@ -108,7 +106,7 @@ def test_loglikelihood_equals_a_forward_pass_by_hand(tiny: tuple) -> None:
 
 def test_greedy_continuation_is_greedy(tiny: tuple) -> None:
     model, processor = tiny
-    request = Request([user_message("What digit is this?", 1)], [ITEMS[0].images[0]])
+    request = GenerationRequest([user_message("What digit is this?", 1)], [ITEMS[0].images[0]])
     inputs = processor(
         text=processor.apply_chat_template(request.messages, add_generation_prompt=True),
         images=request.images,
@@ -122,9 +120,38 @@ def test_greedy_continuation_is_greedy(tiny: tuple) -> None:
     assert first is True and second is False
 
 
-def test_settings_are_validated() -> None:
+def test_settings_are_validated(tiny: tuple) -> None:
+    model, processor = tiny
     with pytest.raises(ValueError, match="max_new_tokens"):
-        GenerationSettings(max_new_tokens=0)
+        EveGenerator(model, processor).answer_fn(max_new_tokens=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        EveGenerator(model, processor, batch_size=0)
     with pytest.raises(ValueError, match="temperature"):
-        GenerationSettings(temperature=-1)
-    assert cut_at_stop("a\n\nb", ["\n\n", "zz"]) == "a"
+        SamplingParams(temperature=-1)
+    assert cut_at_stop("a\n\nb", ["\n\n", "zz"]) == ("a", True)
+
+
+def test_a_distributed_processs_device_is_named_as_load_model_takes_it() -> None:
+    assert device_name(torch.device("cpu", 0)) == "cpu"  # accelerate's CPU processes
+    assert device_name(torch.device("cuda", 1)) == "cuda:1"
+
+
+def test_a_prompt_near_the_end_of_the_context_gets_the_room_there_is(
+    tiny: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, processor = tiny
+    generator = EveGenerator(model, processor)
+    prompt_tokens = generator.generator.prepare(item_request(ITEMS[0], SamplingParams())).prompt_tokens
+    monkeypatch.setattr(generator.generator, "context_length", prompt_tokens + 3)
+    rows: list[int] = []
+    original = generator.generator.run
+    monkeypatch.setattr(
+        generator.generator,
+        "run",
+        lambda batch: rows.extend(p.params.max_new_tokens for p in batch) or original(batch),
+    )
+    generator.answer_fn(max_new_tokens=8)(ITEMS[:1])
+    assert rows == [3]  # not refused: answered with the 3 tokens that fit
+    monkeypatch.setattr(generator.generator, "context_length", prompt_tokens)
+    with pytest.raises(ValueError, match="exceeds the model's context"):  # not even one token fits
+        generator.answer_fn(max_new_tokens=8)(ITEMS[:1])

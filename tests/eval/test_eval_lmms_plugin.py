@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import eve_vlm.eval
 from eve_vlm.eval import EvalItem
-from eve_vlm.eval.generate import EveGenerator, GenerationSettings, Request, user_message
+from eve_vlm.eval.generate import EveGenerator, user_message
+from eve_vlm.infer import GenerationRequest, SamplingParams, load_model
 from eve_vlm.testing import tiny_model_and_processor
 
 PLUGIN = "eve_vlm.eval.lmms_plugin"
@@ -170,9 +170,7 @@ def doc_to_messages(doc: dict) -> list[dict]:
 
 def reference(model_dir: Path, batch_size: int = 1) -> EveGenerator:
     """The same model on the path `eve-vlm eval` takes."""
-    from eve_vlm.eval.generate import load_model
-
-    return EveGenerator(*load_model(model_dir, torch.device("cpu")), batch_size=batch_size)
+    return EveGenerator(*load_model(model_dir, device="cpu"), batch_size=batch_size)
 
 
 # ------------------------------------------------------------------------------------- registration
@@ -232,13 +230,9 @@ def test_generate_until_honours_each_requests_gen_kwargs(plugin: Any, model_dir:
 
     generator = reference(model_dir)
     for i, (doc, kwargs) in enumerate(zip(DOCS, [short, long, short])):
-        settings = GenerationSettings(
-            max_new_tokens=kwargs["max_new_tokens"], stop=("\n\n",) * ("until" in kwargs)
-        )
-        assert (
-            answers[i]
-            == generator.generate([Request([user_message(doc_to_text(doc), 1)], [doc["image"]])], settings)[0]
-        )
+        params = SamplingParams(max_new_tokens=kwargs["max_new_tokens"], stop=("\n\n",) * ("until" in kwargs))
+        request = GenerationRequest([user_message(doc_to_text(doc), 1)], [doc["image"]], params)
+        assert answers[i] == generator.generate([request])[0]
     # stop strings are cut: the first answer of 6 tokens, stopped at a piece of itself
     full = plugin.generate_until(requests[1:2])[0]
     stop = full[2:4]
@@ -258,6 +252,21 @@ def test_generate_until_honours_each_requests_gen_kwargs(plugin: Any, model_dir:
         ]
     )[0]
     assert cut == full[: full.index(stop)].strip()
+
+
+def test_gen_kwargs_become_sampling_params(
+    registered: dict[str, type], caplog: pytest.LogCaptureFixture
+) -> None:
+    sampling_params = sys.modules[PLUGIN].sampling_params
+    assert sampling_params({}, 128) == SamplingParams(max_new_tokens=128)
+    assert sampling_params({"until": "\n\n", "do_sample": True}, 128) == SamplingParams(128, stop=("\n\n",))
+    with caplog.at_level("WARNING"):
+        params = sampling_params(
+            {"until": ["", "\n\n"], "max_new_tokens": 5, "temperature": 0.5, "top_p": None, "num_beams": 3},
+            128,
+        )
+    assert params == SamplingParams(max_new_tokens=5, temperature=0.5, stop=("\n\n",))
+    assert "ignoring num_beams=3" in caplog.text  # no beam search: decoded as the other settings say
 
 
 def test_simple_context_may_place_the_image_itself(plugin: Any, model_dir: Path) -> None:
@@ -296,7 +305,9 @@ def test_loglikelihood_is_a_loss_so_lmms_evals_argmin_picks_the_likeliest(
 
     generator = reference(model_dir, batch_size=3)
     prompts = [
-        Request([user_message(doc_to_text(doc), 1)], [doc["image"]]) for doc in DOCS for _ in doc["options"]
+        GenerationRequest([user_message(doc_to_text(doc), 1)], [doc["image"]])
+        for doc in DOCS
+        for _ in doc["options"]
     ]
     log_probs = generator.loglikelihood(prompts, [option for doc in DOCS for option in doc["options"]])
     assert [loss for loss, _ in results] == pytest.approx([-lp for lp, _ in log_probs], abs=1e-4)
@@ -351,7 +362,7 @@ def test_generate_until_multi_round_simple_and_chat(plugin: Any, model_dir: Path
     contexts = [doc_to_text(DOCS[0]), "Round 1: what changed?", "Round 2: what changed?"]
     expected = [
         generator.generate(
-            [Request([user_message(c, 1)], [DOCS[0]["image"]])], GenerationSettings(max_new_tokens=4)
+            [GenerationRequest([user_message(c, 1)], [DOCS[0]["image"]], SamplingParams(max_new_tokens=4))]
         )[0]
         for c in contexts
     ]

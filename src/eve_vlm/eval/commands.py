@@ -129,9 +129,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     import torch
     from accelerate import PartialState
 
-    from eve_vlm.eval.generate import EveGenerator, load_model, resolve_device
+    from eve_vlm.eval.generate import EveGenerator, device_name
     from eve_vlm.eval.runner import BENCHMARKS, results_table, run_benchmark
     from eve_vlm.eval.shards import answer_shard, merge_shards
+    from eve_vlm.infer import load_model
 
     names = list(dict.fromkeys(args.benchmark))
     unknown = [name for name in names if name not in BENCHMARKS]
@@ -152,8 +153,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise SystemExit(
             "eve-vlm eval: under accelerate launch keep --device auto (each process takes its GPU)"
         )
-    device = state.device if state.num_processes > 1 else resolve_device(args.device)
-    model, processor = load_model(args.model, device, args.dtype)
+    device = device_name(state.device) if state.num_processes > 1 else args.device
+    try:
+        model, processor = load_model(args.model, device=device, dtype=args.dtype)
+    except ValueError as err:  # a device or dtype this machine cannot give, a mismatched checkpoint
+        raise SystemExit(f"eve-vlm eval: {err}") from err
     answer_fn = EveGenerator(model, processor, args.batch_size).answer_fn(args.max_new_tokens)
     chunk = args.batch_size * SORT_WINDOW
 

@@ -21,12 +21,14 @@ Requests (``Instance.args``) by type, as lmms-eval builds them:
 - generate_until_multi_round, simple task: ``(context, gen_kwargs, doc_to_visual, doc_to_text, doc_id,
   task, split)``.
 
-Every request goes through :class:`~eve_vlm.eval.generate.EveGenerator`, as ``eve-vlm eval`` does:
-the model's own template, images before the text, length-sorted batches.
+Every request goes through :class:`~eve_vlm.eval.generate.EveGenerator` (inference's ``load_model``
+and ``Generator``), as ``eve-vlm eval`` does: the model's own template, images before the text,
+length-sorted batches. Beam search is not offered: a task's ``num_beams`` > 1 is ignored (a warning).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -38,35 +40,35 @@ from lmms_eval.api.model import lmms
 from lmms_eval.api.registry import register_model
 
 from eve_vlm.data.templates import IMAGE_TOKEN
-from eve_vlm.eval.generate import (
-    DEFAULT_MAX_NEW_TOKENS,
-    EveGenerator,
-    GenerationSettings,
-    Request,
-    load_model,
-    resolve_device,
-    user_message,
-)
+from eve_vlm.eval.generate import DEFAULT_MAX_NEW_TOKENS, EveGenerator, device_name, user_message
+from eve_vlm.infer import GenerationRequest, SamplingParams, load_model
 
 logger = logging.getLogger(__name__)
 
 
-def generation_settings(gen_kwargs: dict[str, Any], default_max_new_tokens: int) -> GenerationSettings:
-    """A task's ``generation_kwargs`` -> our settings: ``temperature`` 0 (or absent) is greedy whatever
-    ``do_sample`` says; ``until`` (a string or a list) are the stop strings."""
+def sampling_params(gen_kwargs: dict[str, Any], default_max_new_tokens: int) -> SamplingParams:
+    """A task's ``generation_kwargs`` -> our params: ``temperature`` 0 (or absent) is greedy whatever
+    ``do_sample`` says; ``until`` (a string or a list; empty strings dropped) are the stop strings."""
     until = gen_kwargs.get("until") or []
-    return GenerationSettings(
+    num_beams = int(gen_kwargs.get("num_beams") or 1)
+    if num_beams > 1:
+        _warn_no_beam_search(num_beams)
+    return SamplingParams(
         max_new_tokens=int(gen_kwargs.get("max_new_tokens") or default_max_new_tokens),
         temperature=float(gen_kwargs.get("temperature") or 0.0),
         top_p=float(gen_kwargs.get("top_p") or 1.0),
-        num_beams=int(gen_kwargs.get("num_beams") or 1),
-        stop=(until,) if isinstance(until, str) else tuple(until),
+        stop=tuple(s for s in ((until,) if isinstance(until, str) else until) if s),
     )
 
 
-def chat_request(messages: Sequence[Any]) -> Request:
+@functools.cache
+def _warn_no_beam_search(num_beams: int) -> None:
+    logger.warning("eve_vlm decodes without beam search: ignoring num_beams=%d", num_beams)
+
+
+def chat_request(messages: Sequence[Any]) -> GenerationRequest:
     """lmms-eval chat messages (``{"role", "content": [{"type": "image", "url": ...}, {"type": "text",
-    "text": ...}]}``, dicts or its pydantic objects) -> a :class:`Request`."""
+    "text": ...}]}``, dicts or its pydantic objects) -> a :class:`GenerationRequest` (default params)."""
     converted, images = [], []
     for message in messages:
         message = message.model_dump() if hasattr(message, "model_dump") else message
@@ -83,18 +85,18 @@ def chat_request(messages: Sequence[Any]) -> Request:
             else:
                 raise ValueError(f"EVE reads images and text; this task sends a {part['type']!r} part")
         converted.append({"role": message["role"], "content": parts})
-    return Request(converted, images)
+    return GenerationRequest(converted, images)
 
 
-def simple_request(context: str, visuals: Any) -> Request:
+def simple_request(context: str, visuals: Any) -> GenerationRequest:
     """A context string and ``doc_to_visual``'s images -> one user turn; images go first unless the
     context places them itself with ``<image>`` markers."""
     images = [] if visuals is None else list(visuals) if isinstance(visuals, list | tuple) else [visuals]
     if any(isinstance(image, dict) for image in images):
         raise ValueError("EVE reads images and text; this task sends audio")
     if IMAGE_TOKEN in context:
-        return Request([{"role": "user", "content": context}], images)
-    return Request([user_message(context, len(images))], images)
+        return GenerationRequest([{"role": "user", "content": context}], images)
+    return GenerationRequest([user_message(context, len(images))], images)
 
 
 @register_model("eve_vlm")
@@ -119,18 +121,17 @@ class EveLmms(lmms):
         # without CUDA makes CPU processes join one gloo group instead of each running alone
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         if self.accelerator.num_processes > 1:
-            self._device = self.accelerator.device
+            device = device_name(self.accelerator.device)
             self._rank = self.accelerator.process_index
             self._world_size = self.accelerator.num_processes
-        else:
-            self._device = resolve_device(device)
         try:
             self.batch_size = int(batch_size)
         except ValueError as err:
             raise ValueError(f"eve_vlm: batch_size must be an integer, got {batch_size!r}") from err
         self.pretrained = str(pretrained)
         self.max_new_tokens = int(max_new_tokens)
-        model, processor = load_model(self.pretrained, self._device, dtype)
+        model, processor = load_model(self.pretrained, device=device or "auto", dtype=dtype)
+        self._device = model.device
         self.generator = EveGenerator(model, processor, self.batch_size)
 
     @property
@@ -143,19 +144,13 @@ class EveLmms(lmms):
     # --- generate_until -------------------------------------------------------------------------
     def generate_until(self, requests: list[Any]) -> list[str]:
         parsed = [self._generation_request(request.args) for request in requests]
-        groups: dict[GenerationSettings, list[int]] = {}
-        for i, (_, settings, _, _) in enumerate(parsed):
-            groups.setdefault(settings, []).append(i)
-        answers = [""] * len(requests)
-        for settings, rows in groups.items():
-            for i, answer in zip(rows, self.generator.generate([parsed[i][0] for i in rows], settings)):
-                answers[i] = answer
-        for (_, _, context, gen_kwargs), answer in zip(parsed, answers):
+        answers = self.generator.generate([request for request, _, _ in parsed])
+        for (_, context, gen_kwargs), answer in zip(parsed, answers):
             self.cache_hook.add_partial("generate_until", (context, gen_kwargs), answer)
         logger.info("eve_vlm rank %d: answered %d requests", self.rank, len(requests))
         return answers
 
-    def _generation_request(self, args: tuple) -> tuple[Request, GenerationSettings, str, dict[str, Any]]:
+    def _generation_request(self, args: tuple) -> tuple[GenerationRequest, str, dict[str, Any]]:
         if callable(args[0]) or not isinstance(args[1], dict):  # chat task, with or without the context
             context, doc_to_messages, gen_kwargs, doc_id, task, split = (
                 ("", *args) if callable(args[0]) else args
@@ -164,7 +159,8 @@ class EveLmms(lmms):
         else:  # simple task
             context, gen_kwargs, doc_to_visual, doc_id, task, split = args
             request = simple_request(context, doc_to_visual(self._doc(task, split, doc_id)))
-        return request, generation_settings(gen_kwargs, self.max_new_tokens), context, gen_kwargs
+        params = sampling_params(gen_kwargs, self.max_new_tokens)
+        return dataclasses.replace(request, params=params), context, gen_kwargs
 
     # --- loglikelihood --------------------------------------------------------------------------
     def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
@@ -217,15 +213,17 @@ class EveLmms(lmms):
                 first = chat_request(doc_to_messages(doc))
                 later = functools.partial(_chat_round, doc, doc_to_messages)
             no_stop = {key: value for key, value in gen_kwargs.items() if key != "until"}
-            results.append(self._rounds(first, later, generation_settings(no_stop, self.max_new_tokens)))
+            results.append(self._rounds(first, later, sampling_params(no_stop, self.max_new_tokens)))
         return results
 
-    def _rounds(self, first: Request, later: Callable[..., tuple], settings: GenerationSettings) -> list[str]:
+    def _rounds(
+        self, first: GenerationRequest, later: Callable[..., tuple], params: SamplingParams
+    ) -> list[str]:
         answers: list[str] = []
-        request: Request | None = first
+        request: GenerationRequest | None = first
         info = None
         while request is not None:
-            answers.append(self.generator.generate([request], settings)[0])
+            answers.append(self.generator.generate([dataclasses.replace(request, params=params)])[0])
             # round k (counted from 0) has just been answered; ask the task for round k + 1
             request, info = later(
                 round_idx=len(answers), previous_output=list(answers), previous_round_info=info
@@ -235,14 +233,14 @@ class EveLmms(lmms):
 
 def _simple_round(
     doc: Any, doc_to_text: Callable[..., Any], **round_kwargs: Any
-) -> tuple[Request | None, Any]:
+) -> tuple[GenerationRequest | None, Any]:
     visuals, text, done, _, info = doc_to_text(doc, **round_kwargs)
     return (None if done else simple_request(text, visuals)), info
 
 
 def _chat_round(
     doc: Any, doc_to_messages: Callable[..., Any], **round_kwargs: Any
-) -> tuple[Request | None, Any]:
+) -> tuple[GenerationRequest | None, Any]:
     payload = doc_to_messages(doc, **round_kwargs)
     if not (isinstance(payload, tuple) and len(payload) == 4):  # a task without rounds: one turn only
         return None, None
