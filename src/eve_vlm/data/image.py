@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import struct
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +25,12 @@ ImageInput = str | Path | bytes | Image.Image | np.ndarray
 IMAGE_PROCESSOR_CONFIG = "preprocessor_config.json"
 # Refuse images over this many pixels before decoding them (decompression bombs); 0 disables.
 DEFAULT_MAX_PIXELS = 64_000_000
+
+
+# What Pillow's readers raise on damaged or hostile data (found by fuzzing: a corrupt header shows
+# up as any of these, an absurd declared size as DecompressionBombError, which is no OSError).
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError,
+                  struct.error, Image.DecompressionBombError)
 
 
 class ImageError(ValueError):
@@ -48,7 +55,9 @@ def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS,
             image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         except FileNotFoundError as e:
             raise ImageError(f"{name}: no such image file") from e
-        except (OSError, Image.UnidentifiedImageError) as e:
+        except Image.DecompressionBombError as e:
+            raise ImageError(f"{name}: refused before decoding ({e})") from e
+        except _DECODE_ERRORS as e:  # UnidentifiedImageError is an OSError
             raise ImageError(f"{name}: not a readable image ({e})") from e
     width, height = image.size
     if width < 1 or height < 1:
@@ -60,7 +69,7 @@ def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS,
         image = ImageOps.exif_transpose(image)
         image.load()
         return _to_rgb(image, background)
-    except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt data shows up on decode
+    except _DECODE_ERRORS as e:  # truncated or corrupt data shows up on decode
         raise ImageError(f"{name}: cannot decode image ({e})") from e
 
 

@@ -8,9 +8,10 @@ see the same global batches. A position in the plan is all it takes to resume.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,28 +59,69 @@ def epoch_plan(sources: Sequence[Source], weights: Sequence[float], micro_batch:
 class SkipPolicy:
     """What to do with a bad sample: stop at once (max_skip_ratio=0) or skip it and count.
 
-    The run stops with a report naming the records when skipped/seen exceeds `max_skip_ratio`
-    (checked once at least `min_seen` samples were seen).
+    Strict (0): the first bad sample raises its error, naming the file, the record and the field.
+    Lenient (>0): `TrainBatches` leaves the sample out and reports it in the batch; `account`, run
+    by the process that trains (never by a DataLoader worker, whose copy of the policy would count
+    alone), counts it and stops the run with a report naming the records once skipped/seen exceeds
+    `max_skip_ratio` (checked from `min_seen` samples on). Over-long samples that can be cut
+    without losing an image or every answer are truncated to max_length, counted as well.
     """
 
     max_skip_ratio: float = 0.0
     min_seen: int = 100
     seen: int = 0
-    skipped: dict[str, str] = field(default_factory=dict)
+    skipped: int = 0
+    truncated: int = 0
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """One entry per record that was skipped or truncated: source, record, outcome, reason, count."""
 
-    def record(self, sample_id: str, error: Exception) -> None:
-        if self.max_skip_ratio <= 0:
-            raise error
-        self.skipped[sample_id] = str(error)
-        logger.warning("skipped sample %s: %s", sample_id, error)
-        if self.seen >= self.min_seen and len(self.skipped) / self.seen > self.max_skip_ratio:
-            names = "; ".join(f"{k}: {v}" for k, v in list(self.skipped.items())[:20])
-            raise DataError("data", None, f"{len(self.skipped)} of {self.seen} samples were bad, over the "
-                                          f"allowed ratio {self.max_skip_ratio}: {names}")
+    @property
+    def strict(self) -> bool:
+        return self.max_skip_ratio <= 0
+
+    def account(self, batch: dict[str, Any]) -> None:
+        """Take a batch's data report (`num_samples`, `skipped`, `truncated`) into the counts."""
+        self.seen += batch.pop("num_samples", 0)
+        for outcome in ("skipped", "truncated"):
+            for entry in batch.pop(outcome, []):
+                setattr(self, outcome, getattr(self, outcome) + 1)
+                known = self.records.setdefault(f"{outcome}:{entry['source']}:{entry['record']}",
+                                                {**entry, "outcome": outcome, "count": 0})
+                known["count"] += 1
+                if known["count"] == 1:
+                    log = logger.warning if outcome == "skipped" else logger.info
+                    log("%s sample %s:%s: %s", outcome, entry["source"], entry["record"], entry["reason"])
+        if self.skipped and self.seen >= self.min_seen and self.skipped / self.seen > self.max_skip_ratio:
+            bad = [r for r in self.records.values() if r["outcome"] == "skipped"]
+            names = "; ".join(f"{r['source']}:{r['record']}: {r['reason']}" for r in bad[:20])
+            raise DataError("data", None, f"{self.skipped} of {self.seen} samples were bad, over the allowed "
+                                          f"ratio {self.max_skip_ratio} (data.max_skip_ratio): {names}"
+                                          + (f"; and {len(bad) - 20} more records" if len(bad) > 20 else ""))
+
+    def report(self, outcome: str = "skipped") -> list[dict[str, Any]]:
+        """The records with this outcome, one entry each (how often, and why)."""
+        return [r for r in self.records.values() if r["outcome"] == outcome]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seen": self.seen, "skipped": self.skipped, "truncated": self.truncated,
+                "records": list(self.records.items())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seen, self.skipped, self.truncated = state["seen"], state["skipped"], state["truncated"]
+        self.records = dict(state["records"])
+
+
+def _report_entry(source: str, record: str, reason: str) -> dict[str, str]:
+    return {"source": source, "record": record, "reason": reason}
 
 
 class TrainBatches(IterableDataset):
-    """Encoded, collated micro-batches of this process, from plan position `start` on."""
+    """Encoded, collated micro-batches of this process, from plan position `start` on.
+
+    Each batch carries its data report: `num_samples` planned, `skipped` and `truncated` entries
+    (`num_skipped` too); `SkipPolicy.account` consumes them. A micro-batch whose samples are all
+    bad holds the next good sample of the plan instead, so no batch is empty.
+    """
 
     def __init__(self, sources: Sequence[Source], weights: Sequence[float], processor: EveProcessor,
                  micro_batch: int, max_length: int, seed: int = 0, rank: int = 0, world_size: int = 1,
@@ -94,6 +136,10 @@ class TrainBatches(IterableDataset):
         self.group_size = group_size
         self.start = 0  # global micro-batch position to resume from (set before iterating)
         self.epochs = 1
+        if self.skip_policy.strict:  # fail fast: a damaged file is known before the first step
+            for source in self.sources:
+                if source.index_errors:
+                    raise source.index_errors[0]
 
     def batches_per_epoch(self) -> int:
         samples = sum(round(w * len(s)) for s, w in zip(self.sources, self.weights))
@@ -110,34 +156,72 @@ class TrainBatches(IterableDataset):
             for index in range(offset, per_epoch):
                 step_slot = index - self.rank  # global micro-batch index -> this rank's slot
                 if step_slot % self.world_size == 0 and (step_slot // self.world_size) % workers == worker_id:
-                    yield self.encode_batch(plan[index], epoch * per_epoch + index)
+                    yield self.encode_batch(plan[index], epoch * per_epoch + index, _after(plan, index))
             position = (epoch + 1) * per_epoch
 
-    def encode_batch(self, items: list[tuple[int, int]], position: int) -> dict[str, Any]:
-        encoded = []
+    def encode_batch(self, items: list[tuple[int, int]], position: int,
+                     fallback: Iterable[tuple[int, int]] = ()) -> dict[str, Any]:
+        encoded, skipped, truncated = [], [], []
         for s, i in items:
-            sample_id = f"{self.sources[s].name}[{i}]"
-            self.skip_policy.seen += 1
+            record = f"#{i}"  # until the record names itself
             try:
                 sample = self.sources[s][i]
-                sample_id = f"{self.sources[s].name}:{sample.id}"
-                encoded.append(encode_sample(sample, self.processor, self.max_length, self.teacher_transform,
-                                             self.patch_ratio))
+                record = sample.id
+                out = self._encode(sample)
             except (DataError, ImageError, ConversationError, ValueError) as e:
-                self.skip_policy.record(sample_id, e)
-        batch = collate_train(encoded, self.processor) if encoded else {}
-        batch["position"] = position
-        batch["num_skipped"] = len(items) - len(encoded)
+                record = str(e.record) if isinstance(e, DataError) and e.record is not None else record
+                if self.skip_policy.strict and isinstance(e, DataError):
+                    raise
+                if self.skip_policy.strict:  # say which record it was
+                    raise DataError(str(getattr(self.sources[s], "path", self.sources[s].name)), record,
+                                    f"{type(e).__name__}: {e}") from e
+                skipped.append(_report_entry(self.sources[s].name, record, f"{type(e).__name__}: {e}"))
+                continue
+            encoded.append(out)
+            if out["truncated_from"]:
+                truncated.append(_report_entry(self.sources[s].name, record, f"{out['truncated_from']} tokens "
+                                               f"truncated to max_length {self.max_length}"))
+        if not encoded:
+            encoded.append(self._first_good(fallback, position))
+        batch = collate_train(encoded, self.processor)
+        batch.update(position=position, num_samples=len(items), num_skipped=len(skipped), skipped=skipped,
+                     truncated=truncated)
         return batch
+
+    def _encode(self, sample: Sample) -> dict[str, Any]:
+        return encode_sample(sample, self.processor, self.max_length, self.teacher_transform, self.patch_ratio)
+
+    def _first_good(self, fallback: Iterable[tuple[int, int]], position: int, limit: int = 1024) -> dict[str, Any]:
+        """The first sample of `fallback` that encodes (not counted: it is counted in its own batch)."""
+        for tried, (s, i) in enumerate(fallback):
+            if tried == limit:
+                break
+            try:
+                return self._encode(self.sources[s][i])
+            except (DataError, ImageError, ConversationError, ValueError):
+                continue
+        raise DataError("data", None, f"micro-batch {position} and the {limit} samples planned after it "
+                                      "hold no usable sample")
+
+
+def _after(plan: list[list[tuple[int, int]]], index: int) -> Iterator[tuple[int, int]]:
+    """The plan's items after micro-batch `index`, wrapping around (read lazily)."""
+    for batch in itertools.chain(itertools.islice(plan, index + 1, None), itertools.islice(plan, index)):
+        yield from batch
 
 
 def encode_sample(sample: Sample, processor: EveProcessor, max_length: int,
                   teacher_transform: TeacherTransform | None = None, patch_ratio: int = 1) -> dict[str, Any]:
-    """One sample -> ids, labels, EVE pixels, image grids (+ teacher pixels when aligning)."""
+    """One sample -> ids, labels, EVE pixels, image grids (+ teacher pixels when aligning).
+
+    An over-long sample is cut to `max_length` (`truncated_from` gives its length, else 0) unless
+    that would cut an image or every answer: then it is a DataError.
+    """
     images = [load_image(image) for image in sample.images]
     encoded = processor.encode_conversation(sample.messages, images)
     ids, labels = encoded["input_ids"], encoded["labels"]
-    if len(ids) > max_length:
+    truncated_from = len(ids) if len(ids) > max_length else 0
+    if truncated_from:
         last_image = max((k for k, t in enumerate(ids) if t == processor.image_token_id), default=-1)
         if last_image >= max_length or all(t == IGNORE_INDEX for t in labels[:max_length]):
             raise DataError(sample.source, sample.id, f"over-long sample: {len(ids)} tokens > max_length "
@@ -149,7 +233,7 @@ def encode_sample(sample: Sample, processor: EveProcessor, max_length: int,
     step = processor.patch_size * processor.pool_size
     grids = [(p.shape[-2] // step, p.shape[-1] // step) for p in encoded["pixel_values"]]
     out = {"input_ids": ids, "labels": labels, "pixel_values": encoded["pixel_values"], "grids": grids,
-           "patch_ratio": patch_ratio}
+           "patch_ratio": patch_ratio, "truncated_from": truncated_from}
     if teacher_transform is not None:
         for h, w in grids:
             if h % patch_ratio or w % patch_ratio:

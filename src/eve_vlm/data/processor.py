@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
 from ..config import EveConfig
 from ..model.patch_embed import num_image_tokens
 from .image import EveImageProcessor, ImageInput
-from .templates import IMAGE_TOKEN, TEMPLATES, Message, render
+from .templates import IMAGE_TOKEN, TEMPLATES, ConversationError, Message, render
 
 PROCESSOR_CONFIG = "processor_config.json"
 IGNORE_INDEX = -100
@@ -92,8 +92,12 @@ class EveProcessor:
         """
         chunks = text.split(IMAGE_TOKEN)
         if len(chunks) - 1 != len(image_sizes):
-            raise ValueError(f"text has {len(chunks) - 1} {IMAGE_TOKEN} markers but {len(image_sizes)} "
-                             "images were given")
+            raise ConversationError(f"text has {len(chunks) - 1} {IMAGE_TOKEN} markers but {len(image_sizes)} "
+                                    "images were given")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:  # the tokenizer would fail with a TypeError
+            raise ConversationError(f"text is not valid Unicode (a lone surrogate at character {e.start})") from e
         input_ids = [self.tokenizer.bos_token_id] if self.add_bos else []
         labels = [IGNORE_INDEX] * len(input_ids)
         offset = 0

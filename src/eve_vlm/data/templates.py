@@ -61,6 +61,8 @@ def _turns(messages: Sequence[Message]) -> tuple[str | None, list[tuple[str, str
     system = None
     turns: list[tuple[str, str]] = []
     for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ConversationError(f"message {i} is a {type(message).__name__}, not a {{role, content}} mapping")
         role = message.get("role")
         if role == "system" and i == 0:
             system = message_text(message)

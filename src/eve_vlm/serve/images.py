@@ -69,7 +69,10 @@ def _read_local(url: str, param: str, settings: ServeSettings) -> bytes:
     parts = urllib.parse.urlsplit(url)
     raw = urllib.parse.unquote(parts.path) if parts.scheme.lower() == "file" else url
     root = Path(settings.allow_local_dir).resolve()
-    path = (root / raw).resolve()  # an absolute `raw` replaces root; symlinks are followed, then checked
+    try:
+        path = (root / raw).resolve()  # an absolute `raw` replaces root; symlinks are followed, then checked
+    except (OSError, ValueError) as e:  # a NUL byte in the name, a symlink loop
+        raise APIError(400, f"the image path is not a usable file name ({e})", "invalid_image_url", param) from e
     if not path.is_relative_to(root):
         raise APIError(400, "the image path lies outside the folder this server may read", "path_not_allowed", param)
     if path.is_file() and path.stat().st_size > settings.max_body_bytes:

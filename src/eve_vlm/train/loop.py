@@ -167,7 +167,10 @@ def _forward(run: Run, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
     teacher_features = None
     if run.teacher is not None and "teacher_pixel_values" in batch:
         pixels, grids = batch["teacher_pixel_values"], batch["teacher_grids"]
-        teacher_features = run.teacher_cache(run.teacher, pixels, grids) if run.teacher_cache else run.teacher(pixels, grids)
+        if run.teacher_cache is not None:  # features of images seen before come from disk
+            teacher_features = run.teacher_cache(run.teacher, pixels, grids)
+        else:
+            teacher_features = run.teacher(pixels, grids)
     with run.accelerator.autocast():
         return run.stage(batch, teacher_features)
 
@@ -292,9 +295,7 @@ def save_checkpoint(run: Run) -> Path:
                                + (f"the last complete checkpoint {kept[-1]} is intact" if kept else
                                   "there is no earlier checkpoint")) from e
     if acc.is_main_process:
-        if final.exists():
-            _discard(final)
-        os.replace(tmp, final)
+        _replace_dir(tmp, final)
         _fsync_dir(root)
         for old in complete_checkpoints(root)[: -run.recipe.keep_checkpoints]:
             _discard(old)
@@ -325,6 +326,17 @@ def _discard(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put the folder `new` at `target`. An old `target` is renamed aside first and deleted last, so
+    `target` is missing only between two renames, and never partial."""
+    trash = target.with_name(target.name + ".trash")
+    shutil.rmtree(trash, ignore_errors=True)
+    if target.exists():
+        os.replace(target, trash)
+    os.replace(new, target)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def _resume(run: Run) -> None:
     checkpoints = complete_checkpoints(run.output_dir / CHECKPOINTS)
     if not checkpoints:
@@ -336,6 +348,8 @@ def _resume(run: Run) -> None:
     run.step, run.history = state["step"], state["history"]
     if "data" in state:
         run.skips.load_state_dict(state["data"])
+    else:  # a checkpoint written before the data report existed
+        run.skips.skipped = state["skipped_samples"]
     if run.accelerator.is_main_process:  # drop the lines logged after the checkpoint by the interrupted run
         _write_atomic(run.output_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.history))
     logger.info("resumed from %s (step %d)", latest, run.step)
@@ -395,9 +409,7 @@ def export(run: Run) -> Path:
             raise OSError(e.errno, f"could not write the export {target} ({e.strerror or e}); "
                                    + ("the previous export is intact" if target.exists() else
                                       "the checkpoints are intact")) from e
-        if target.exists():  # renamed aside, not deleted first: no moment without an export but a rename's
-            _discard(target)
-        os.replace(tmp, target)
+        _replace_dir(tmp, target)
         write_loss_curve(run.output_dir)
         logger.info("exported %s", target)
     acc.wait_for_everyone()
