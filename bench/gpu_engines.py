@@ -51,7 +51,9 @@ def main() -> int:
 
         export_ok = EveForCausalLM.from_pretrained(work / "run" / "export") is not None
     report = {"config": args.config, "returncode": result.returncode, "seconds": round(time.time() - start, 1),
-              "losses": losses, "export_loads": export_ok, "stderr_tail": result.stderr[-1500:]}
+              "losses": losses, "export_loads": export_ok,
+              "errors": [line for line in result.stderr.splitlines() if "Error" in line][-8:],
+              "stderr_tail": result.stderr[-1500:]}
     print(json.dumps(report, indent=2))
     out = os.environ.get("OUT")
     if out:

@@ -67,14 +67,16 @@ class PatchAligner(nn.Module):
         attn = attn.reshape(n, ct)
         return self.input_proj(layer_states[0]) + self.output_proj(attn)  # (N, Ct)
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write `aligner_config.json` + `aligner.safetensors` (kept beside an inference export)."""
+    def save_pretrained(self, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Write `aligner_config.json` + `aligner.safetensors` (kept beside an inference export).
+
+        `state_dict` overrides the module's own (e.g. weights gathered from shards by the engine)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {"hidden_size": self.hidden_size, "teacher_width": self.teacher_width,
                   "num_layers": self.num_layers, "layer_interval": self.layer_interval, "heads": self.heads}
         (directory / ALIGNER_CONFIG).write_text(json.dumps(config, indent=2))
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in (state_dict or self.state_dict()).items()}
         save_file(state, str(directory / ALIGNER_WEIGHTS))
 
     @classmethod

@@ -390,6 +390,7 @@ def export(run: Run) -> Path:
     target = run.output_dir / EXPORT
     tmp = run.output_dir / (EXPORT + ".tmp")
     state = acc.get_state_dict(run.stage)  # gathers shards under FSDP / ZeRO-3
+    state = {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()}  # DTensors
     stage: AlignedEve = acc.unwrap_model(run.stage)
     if acc.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -402,7 +403,8 @@ def export(run: Run) -> Path:
             model.save_pretrained(tmp, state_dict=model_state)
             run.processor.save_pretrained(tmp)
             if stage.aligner is not None:
-                stage.aligner.save_pretrained(tmp / ALIGNER_DIR)
+                aligner_state = {k[len("aligner."):]: v for k, v in state.items() if k.startswith("aligner.")}
+                stage.aligner.save_pretrained(tmp / ALIGNER_DIR, state_dict=aligner_state)
             _sync_files(tmp)
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
