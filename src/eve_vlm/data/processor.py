@@ -43,13 +43,13 @@ class EveProcessor:
         self.patch_size = patch_size
         self.pool_size = pool_size
         self.image_token_id: int = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        bos = tokenizer.bos_token_id
-        self._tokenizer_adds_bos = bos is not None and tokenizer("a", add_special_tokens=True).input_ids[:1] == [bos]
 
     @property
     def add_bos(self) -> bool:
-        """Prepend BOS as the tokenizer would; a chat template writes its own."""
-        return self.template != "chat" and self._tokenizer_adds_bos
+        """Start plain and vicuna sequences with the tokenizer's BOS when it has one (a chat template
+        writes its own). Without it an image would open the sequence, in the position LLMs use as an
+        attention sink, whose content they largely ignore."""
+        return self.template != "chat" and self.tokenizer.bos_token_id is not None
 
     @classmethod
     def from_config(cls, tokenizer: PreTrainedTokenizerBase, config: EveConfig) -> EveProcessor:
