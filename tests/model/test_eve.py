@@ -183,3 +183,13 @@ def test_attention_stays_causal_around_a_loaded_llm(tmp_path):
     assert _future_changes_past(model, 64) == 0.0
     model.save_pretrained(tmp_path / "eve")
     assert _future_changes_past(EveForCausalLM.from_pretrained(tmp_path / "eve"), 64) == 0.0
+
+
+def test_generate_projects_only_the_last_position_at_prefill(tiny, monkeypatch):
+    model, processor = tiny
+    shapes = []
+    head = model.get_output_embeddings()
+    monkeypatch.setattr(head, "forward", lambda x, f=head.forward: shapes.append(tuple(x.shape)) or f(x))
+    inputs = processor(text=_prompt(processor, "What?"), images=_image(56, 56))
+    model.generate(**inputs, max_new_tokens=2, do_sample=False)
+    assert shapes[0][1] == 1  # (batch, 1, D): not every prompt position

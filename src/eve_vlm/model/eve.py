@@ -128,12 +128,14 @@ class EveForCausalLM(EvePreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """The usual causal-LM output (loss on `labels` != -100, logits, cache, hidden states).
 
-        Other keyword arguments (position_ids, the KV cache, use_cache, output_hidden_states,
-        logits_to_keep, ...) go to the language model unchanged.
+        `logits_to_keep` (named here so `generate()` asks only for the last position's logits at
+        prefill) and other keyword arguments (position_ids, the KV cache, use_cache,
+        output_hidden_states, ...) go to the language model unchanged.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
@@ -142,7 +144,7 @@ class EveForCausalLM(EvePreTrainedModel, GenerationMixin):
         elif pixel_values is not None:
             raise ValueError("pixel_values cannot be combined with inputs_embeds; pass input_ids")
         return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                   labels=labels, **kwargs)
+                                   labels=labels, logits_to_keep=logits_to_keep, **kwargs)
 
     def num_image_tokens(self, height: int, width: int) -> int:
         return num_image_tokens(height, width, self.config.patch_size, self.config.pool_size)
