@@ -164,3 +164,25 @@ def test_answer_only_loss_equals_the_models_own_loss():
     ours = AlignedEve(model)(batch)["ce"]
     reference = model(**batch).loss
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_lora_trains_only_adapters_and_exports_a_merged_model(write_recipe):
+    first = train(load_recipe(write_recipe("s1.yaml", max_steps=2)))
+    recipe = load_recipe(write_recipe("lora.yaml", max_steps=2, init_from=str(first), model=None,
+                                      optim__lr={"pel": 1e-3, "llm": 1e-2}, teacher=None, align_weight=0,
+                                      lora={"r": 4, "alpha": 8, "dropout": 0.0,
+                                            "target_modules": ["q_proj", "v_proj"]}))
+    run = setup(recipe)
+    stage = run.accelerator.unwrap_model(run.stage)
+    trainable = {n for n, p in stage.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith("model.patch_embed") or n.startswith("model.projector")
+                             for n in trainable)
+    assert any("lora_" in n for n in trainable)
+    fit(run)
+    out = export(run)
+    merged = _weights(out)
+    assert not any("lora" in n for n in merged)
+    before = _weights(first)
+    changed = [n for n in merged if n.startswith("language_model.") and not torch.equal(merged[n], before[n])]
+    assert changed and all("q_proj" in n or "v_proj" in n for n in changed)  # LoRA merged into q/v only
+    EveForCausalLM.from_pretrained(out)
