@@ -6,7 +6,7 @@ import threading
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from infer_helpers import random_image, user
 from transformers.generation.streamers import BaseStreamer
@@ -117,7 +117,7 @@ def test_streaming_yields_the_same_text(generator, index):
     expected = generator.generate([request])[0].text
     pieces = list(generator.stream(request))
     assert "".join(pieces) == expected
-    assert len(pieces) > 1
+    assert len(pieces) > 1 or " " not in expected.strip()  # the streamer releases text word by word
 
 
 def test_streaming_with_a_stop_string_yields_the_same_text(generator):
@@ -196,6 +196,7 @@ def test_sampling_params_are_validated(kwargs):
 @given(text=st.text(alphabet="abc\n ", max_size=40), stops=st.lists(st.text(alphabet="abc\n", min_size=1, max_size=4),
                                                                      max_size=3),
        cuts=st.lists(st.integers(0, 40), max_size=8))
+@example(text="aaca", stops=["c", "aca"], cuts=[3])  # the stop that completes first wins
 def test_stop_filter_equals_cutting_the_whole_text(text, stops, cuts):
     bounds = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
     stop_filter = StopFilter(stops)

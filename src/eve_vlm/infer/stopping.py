@@ -23,9 +23,12 @@ _STOP_WINDOW_MARGIN = 8
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """`text` up to the first occurrence of any stop string, and whether one was found."""
-    hits = [i for s in stop if (i := text.find(s)) >= 0]
-    return (text[: min(hits)], True) if hits else (text, False)
+    """`text` up to the stop string that completes first, and whether one was found.
+
+    "Completes first" is what generation sees: with stops "c" and "aca", "aaca" stops at "aac",
+    so the answer is "aa" (on a tie, the longer stop, which starts earlier, wins)."""
+    hits = [(i + len(s), i) for s in stop if (i := text.find(s)) >= 0]
+    return (text[: min(hits)[1]], True) if hits else (text, False)
 
 
 class StopFilter:
