@@ -72,3 +72,17 @@ def test_token_f1():
     assert token_f1("thumbs up", "thumbs up") == 1.0
     assert token_f1("thumbs down", "thumbs up") == pytest.approx(0.5)
     assert token_f1("", "cat") == 0.0
+
+
+def test_mnist_captions_in_words_or_numerals():
+    from eve_vlm.demo.data import MnistSource
+
+    words = MnistSource(split="test", task="caption", limit=3, seed=1)
+    numerals = MnistSource(split="test", task="caption", limit=3, seed=1, caption_digits="numeral")
+    qa = MnistSource(split="test", task="qa", limit=3, seed=1)
+    for i in range(3):
+        answer = qa[i].messages[1]["content"]
+        assert numerals[i].messages[1]["content"] == f"a handwritten digit {answer}"
+        assert words[i].messages[1]["content"].split()[-1] not in "0123456789"
+    with pytest.raises(ValueError, match="caption_digits"):
+        MnistSource(caption_digits="roman")

@@ -40,14 +40,18 @@ def digit_image(pixels: np.ndarray, size: int) -> Image.Image:
 
 
 class MnistSource(Source):
-    """MNIST digits; task `caption` ("a handwritten digit seven") or `qa` ("What digit is this?" -> "7")."""
+    """MNIST digits; task `caption` ("a handwritten digit seven", or "... 7" with caption_digits=numeral)
+    or `qa` ("What digit is this?" -> "7")."""
 
     def __init__(self, split: str = "train", task: str = "caption", limit: int | None = None,
-                 image_size: int = 56, seed: int = 0, name: str = "") -> None:
+                 image_size: int = 56, seed: int = 0, name: str = "", caption_digits: str = "word") -> None:
         if split not in ("train", "valid", "test"):
             raise ValueError(f"mnist split={split!r}: choose train, valid or test")
         if task not in ("caption", "qa"):
             raise ValueError(f"mnist task={task!r}: choose caption or qa")
+        if caption_digits not in ("word", "numeral"):
+            raise ValueError(f"mnist caption_digits={caption_digits!r}: choose word ('seven') or numeral ('7')")
+        self.caption_digits = caption_digits
         images, labels = _mnist()[split]
         order = np.random.default_rng(seed).permutation(len(labels))[:limit]
         self.images, self.labels = images[order], labels[order]
@@ -64,7 +68,8 @@ class MnistSource(Source):
         image = digit_image(self.images[index], self.image_size)
         sample_id = f"{self.name}-{index}"
         if self.task == "caption":
-            return caption_sample(sample_id, image, f"a handwritten digit {DIGIT_WORDS[label]}", self.name)
+            digit = DIGIT_WORDS[label] if self.caption_digits == "word" else str(label)
+            return caption_sample(sample_id, image, f"a handwritten digit {digit}", self.name)
         return qa_sample(sample_id, image, DIGIT_QUESTION, str(label), self.name)
 
     def text_length(self, index: int) -> int:
