@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from transformers import Dinov2Config, Dinov2Model
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))  # corpus.py
@@ -16,37 +15,15 @@ sys.path.insert(0, str(HERE.parent / "serve"))  # serve_helpers.py
 
 import corpus as corpus_module  # noqa: E402
 
-# as tests/train/conftest.py's stage, with the vicuna template (multi-turn records) and room for a sample
-TINY_STAGE = {
-    "name": "reliability",
-    "model": {
-        "text_config": {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 4,
-                        "num_key_value_heads": 2, "intermediate_size": 64, "vocab_size": 512,
-                        "max_position_embeddings": 512},
-        "tokenizer": "tiny",
-        "eve": {"vision_width": 16, "vision_heads": 4, "image_size": 56, "aligner_heads": 4, "template": "vicuna_v1"},
-    },
-    "template": "vicuna_v1",
-    "align_weight": 1.0,
-    "data": {"sources": [{"kind": "shapes", "options": {"size": 64, "task": "qa", "image_size": 48}}],
-             "max_length": 160},
-    "optim": {"lr": {"pel": 1e-2, "aligner": 1e-2}, "warmup_ratio": 0.0},
-    "global_batch": 4,
-    "micro_batch": 2,
-    "max_steps": 6,
-    "log_every": 1,
-    "checkpoint_every": 100,
-    "seed": 0,
-}
+from tiny_stage import TINY_STAGE as BASE_STAGE  # noqa: E402
 
-
-@pytest.fixture(scope="session")
-def teacher_path(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("teacher")
-    config = Dinov2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                          patch_size=14, image_size=56)
-    Dinov2Model(config).save_pretrained(path)
-    return str(path)
+# the shared tiny stage, with the vicuna template (multi-turn records) and room for a sample
+TINY_STAGE = copy.deepcopy(BASE_STAGE)
+TINY_STAGE["name"] = "reliability"
+TINY_STAGE["model"]["eve"]["template"] = TINY_STAGE["template"] = "vicuna_v1"
+TINY_STAGE["data"] = {"sources": [{"kind": "shapes", "options": {"size": 64, "task": "qa", "image_size": 48}}],
+                      "max_length": 160}
+TINY_STAGE["checkpoint_every"] = 100
 
 
 @pytest.fixture()
