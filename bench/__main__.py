@@ -12,6 +12,7 @@ BENCHMARKS = {
     "train": "training step tokens/s, images/s and MFU (vs a measured fp32 matmul peak), padding fraction",
     "memory": "peak memory of a training step and of generation at each size (fresh process per case)",
     "vision_train": "PEL + aligner forward+backward: ours (batched) vs the reference's per-image loop style",
+    "train_step": "a full training step (PEL + LLM + aligner): ours vs the reference code's path, same weights",
     "gpu": "the one prepared GPU script (also `PYTHONPATH=src python bench/gpu.py`); --smoke runs on CPU",
 }
 

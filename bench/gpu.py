@@ -9,10 +9,14 @@ after every section, to $OUT/gpu.json when OUT is set, else runs/bench/gpu.json,
     989 TFLOP/s, H100 PCIe 756) and the measured peak of an 8192^3 bf16 matmul;
   * vision_train: PEL + projector + aligner forward+backward, 8 x 672 px, C=1024, D=4096, Ct=1024,
     9 aligner layers, bf16: ours (batched) vs the reference's per-image loop style (bench/reference_style.py);
-  * train: EVE around a Llama-2-7B-shaped LLM (D=4096, 32 heads, MLP 11008, vocab 32000) with as many
-    decoder layers as the memory estimate allows (tried, then fewer on out-of-memory), PEL C=1024,
-    the aligner on (random teacher features), 672 px images in 2048-token sequences, pure bf16
-    weights + fused AdamW (no fp32 master copy), gradient checkpointing, SDPA (flash) attention, no padding.
+  * train_step: a full training step (PEL + LLM + aligner, CE + alignment loss, forward + backward) at
+    7B width (D=4096, 8 layers, vocab 32000), 2 x 672 px, bf16: ours vs the reference code's path
+    (per-image vision side and aligner, full-vocabulary logits; bench/train_step.py), same weights;
+  * train_nockpt / train: EVE around a Llama-2-7B-shaped LLM (D=4096, 32 heads, MLP 11008, vocab 32000)
+    with as many decoder layers as the memory estimate allows (tried, then fewer on out-of-memory),
+    PEL C=1024, the aligner on (random teacher features), 672 px images in 2048-token sequences, pure
+    bf16 weights + fused AdamW (no fp32 master copy), SDPA (flash) attention, no padding; `train_nockpt`
+    keeps every activation (fewer layers fit, no recomputation), `train` checkpoints every layer.
     MFU = model FLOPs (FlopCounterMode: forward + backward, checkpoint recomputation subtracted) / step
     time / spec peak; HFU counts the recomputation too;
   * inference: the full 32-layer 7B-shaped EVE in bf16: time to first token and decode tokens/s
@@ -166,15 +170,18 @@ def section_vision_train(plan: Plan) -> dict:
     return out
 
 
-def estimate_layers(plan: Plan, memory_bytes: float) -> int:
+def estimate_layers(plan: Plan, memory_bytes: float, checkpointing: bool = True) -> int:
     """Most decoder layers whose weights, grads, AdamW state (8 bytes/param, all bf16) and
-    checkpointed activations fit in 90% of the device memory."""
+    activations (checkpointed: each layer's input; else all a layer keeps for backward) fit in 90% of
+    the device memory."""
     d, i, v = plan.llm["hidden_size"], plan.llm["intermediate_size"], plan.llm["vocab_size"]
     per_layer = 4 * d * d + 3 * d * i
     fixed = 2 * v * d + (plan.width * 3 * 196 + 8 * plan.width**2) + (plan.width * d + d * d) \
         + 10 * d * plan.teacher_width
     tokens = plan.micro_batch * plan.seq
     activations_per_layer = tokens * d * 2 * 2  # checkpoint input + the hidden state the aligner may read
+    if not checkpointing:  # q, k, v, attention out, o, 2 norms, residuals (~12 d) + gate, up, act, down in (4 i)
+        activations_per_layer = tokens * (12 * d + 4 * i) * 2
     working = tokens * (40 * d + 12 * i) * 2 + tokens * v * 12 + 3e9  # one layer's recompute, logits+loss, slack
     budget = 0.9 * memory_bytes - 8 * fixed - working
     return max(1, min(plan.llm["num_hidden_layers"], int(budget // (8 * per_layer + activations_per_layer))))
@@ -200,14 +207,16 @@ def layer_forward_flops(counts: dict) -> int:
     return sum(sum(ops.values()) for name, ops in counts.items() if re.search(r"\.layers\.\d+$", name))
 
 
-def train_attempt(plan: Plan, layers: int) -> dict:
+def train_attempt(plan: Plan, layers: int, checkpointing: bool = True) -> dict:
     from torch.utils.checkpoint import set_checkpoint_early_stop
 
     if plan.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     model = build_eve(plan, layers)
     aligner = PatchAligner(model.config.hidden_size, plan.teacher_width, layers, 4, 8).to(plan.device, plan.dtype)
-    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x names it so
+    if not checkpointing:
+        pass
+    elif hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x names it so
         model.activation_checkpointing_enable({"use_reentrant": False})
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -232,9 +241,11 @@ def train_attempt(plan: Plan, layers: int) -> dict:
         forward_backward()
     hardware_flops = counter.get_total_flops()
     optimizer.zero_grad(set_to_none=True)
-    with flop_counter() as counter:  # forward only (grad enabled: the module tracker needs it)
-        stage(batch, batch["teacher_features"])
-    recompute_flops = layer_forward_flops(counter.get_flop_counts())
+    recompute_flops = 0
+    if checkpointing:
+        with flop_counter() as counter:  # forward only (grad enabled: the module tracker needs it)
+            stage(batch, batch["teacher_features"])
+        recompute_flops = layer_forward_flops(counter.get_flop_counts())
     model_flops = hardware_flops - recompute_flops
     times = []
     for _ in range(plan.steps):
@@ -245,7 +256,7 @@ def train_attempt(plan: Plan, layers: int) -> dict:
         times.append(time.perf_counter() - begin)
     step_s = statistics.median(times)
     tokens = plan.micro_batch * plan.seq
-    out = {"layers": layers, "parameters_b": sum(p.numel() for p in params) / 1e9, "micro_batch": plan.micro_batch,
+    out = {"layers": layers, "checkpointing": checkpointing, "parameters_b": sum(p.numel() for p in params) / 1e9, "micro_batch": plan.micro_batch,
            "seq_len": plan.seq, "image_px": plan.image, "step_s": step_s, "step_times_s": times,
            "tokens_per_s": tokens / step_s, "images_per_s": plan.micro_batch / step_s,
            "model_tflop_per_step": model_flops / 1e12, "hardware_tflop_per_step": hardware_flops / 1e12,
@@ -259,9 +270,9 @@ def train_attempt(plan: Plan, layers: int) -> dict:
     return out
 
 
-def section_train(plan: Plan, deadline: float, forced_layers: int | None) -> dict:
+def section_train(plan: Plan, deadline: float, forced_layers: int | None, checkpointing: bool = True) -> dict:
     total = torch.cuda.get_device_properties(0).total_memory if plan.device == "cuda" else 8e9
-    estimate = estimate_layers(plan, total)
+    estimate = estimate_layers(plan, total, checkpointing)
     if forced_layers:
         candidates = [forced_layers]
     elif plan.smoke:
@@ -276,7 +287,7 @@ def section_train(plan: Plan, deadline: float, forced_layers: int | None) -> dic
             break
         result = None
         try:
-            result = train_attempt(plan, layers)
+            result = train_attempt(plan, layers, checkpointing)
         except torch.cuda.OutOfMemoryError as e:
             out["attempts"].append({"layers": layers, "error": f"out of memory: {str(e)[:300]}"})
         free_memory()
@@ -284,6 +295,28 @@ def section_train(plan: Plan, deadline: float, forced_layers: int | None) -> dic
             out["attempts"].append({"layers": layers, "ok": True})
             out.update(result)
             break
+    return out
+
+
+def section_train_step(plan: Plan) -> dict:
+    from bench.common import measure
+    from bench.train_step import build, ours_loss, reference_loss, train_step
+
+    sizes = dict(batch=2, image_size=56, width=32, llm_width=64, layers=4, vocab=512, teacher_width=16,
+                 prompt_tokens=4, question_tokens=4, answer_tokens=4) if plan.smoke else \
+        dict(batch=2, image_size=672, width=1024, llm_width=4096, layers=8, vocab=32000, teacher_width=1024,
+             prompt_tokens=16, question_tokens=32, answer_tokens=64)
+    step = build(**sizes, device=plan.device, dtype=plan.dtype)
+    with torch.no_grad():
+        agree = float((ours_loss(step) - reference_loss(step)).abs())
+    repeats, warmup = (2, 1) if plan.smoke else (10, 3)
+    ref = measure(lambda: train_step(step, reference_loss), repeats, warmup, plan.device)["median_s"]
+    ours = measure(lambda: train_step(step, ours_loss), repeats, warmup, plan.device)["median_s"]
+    out = {**sizes, "dtype": str(plan.dtype), "reference_style_ms": ref * 1e3, "ours_ms": ours * 1e3,
+           "speedup": ref / ours, "target": "never slower (speedup >= 1)", "met": ref / ours >= 1.0,
+           "loss_abs_diff": agree}
+    if plan.device == "cuda":
+        out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return out
 
 
@@ -330,9 +363,9 @@ def output_path(args: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/gpu.py", description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: proves every section runs")
-    parser.add_argument("--budget", type=float, default=420.0, help="seconds from start-up for everything")
+    parser.add_argument("--budget", type=float, default=440.0, help="seconds from start-up for everything")
     parser.add_argument("--layers", type=int, default=None, help="train with this many decoder layers (no search)")
-    parser.add_argument("--sections", default="device,vision_train,train,inference",
+    parser.add_argument("--sections", default="device,vision_train,train_step,train_nockpt,inference,train",
                         help="comma-separated sections to run, in order")
     parser.add_argument("--output", default=None, help="JSON path (default: $OUT/gpu.json or runs/bench/gpu.json)")
     args = parser.parse_args(argv)
@@ -355,10 +388,13 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGALRM, on_alarm)
         signal.alarm(max(1, int(deadline - time.time())))
     faulthandler.dump_traceback_later(max(1.0, deadline + 40 - time.time()), exit=True)
-    needs = {"device": 20, "vision_train": 40, "train": 150, "inference": 60}  # seconds a section needs
+    needs = {"device": 20, "vision_train": 40, "train_step": 40, "train_nockpt": 150, "train": 150,
+             "inference": 60}  # seconds a section needs
     if plan.smoke:
         needs = dict.fromkeys(needs, 0.0)
     sections = {"device": lambda: section_device(plan), "vision_train": lambda: section_vision_train(plan),
+                "train_step": lambda: section_train_step(plan),
+                "train_nockpt": lambda: section_train(plan, deadline, args.layers, checkpointing=False),
                 "train": lambda: section_train(plan, deadline, args.layers),
                 "inference": lambda: section_inference(plan)}
     for name in args.sections.split(","):
@@ -385,11 +421,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summarize(results: dict) -> None:
-    device, train = results.get("device", {}), results.get("train", {})
-    measured = device.get("measured_matmul_bf16_tflops")
-    if "achieved_model_tflops" in train and measured:
-        train["mfu_vs_measured_matmul"] = train["achieved_model_tflops"] / measured
-    print(json.dumps({k: v for k, v in train.items() if k not in ("step_times_s",)}, default=str, indent=1))
+    measured = results.get("device", {}).get("measured_matmul_bf16_tflops")
+    for name in ("train_nockpt", "train"):
+        train = results.get(name, {})
+        if "achieved_model_tflops" in train and measured:
+            train["mfu_vs_measured_matmul"] = train["achieved_model_tflops"] / measured
+        print(name, json.dumps({k: v for k, v in train.items() if k not in ("step_times_s",)}, default=str, indent=1))
 
 
 if __name__ == "__main__":

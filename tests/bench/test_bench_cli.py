@@ -11,7 +11,7 @@ from eve_vlm.cli import main
 def test_lists_benchmarks_without_a_name(capsys):
     assert main(["bench"]) == 0
     out = capsys.readouterr().out
-    for name in ("vision", "ttft", "train", "memory", "vision_train", "gpu"):
+    for name in ("vision", "ttft", "train", "memory", "vision_train", "train_step", "gpu"):
         assert f"  {name}" in out
 
 

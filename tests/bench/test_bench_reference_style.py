@@ -44,3 +44,21 @@ def test_vision_train_losses_and_parameter_gradients_agree():
         side.zero_grad()
     for a, r in zip(*grads):
         torch.testing.assert_close(r, a, rtol=1e-4, atol=1e-6)
+
+
+def test_full_step_reference_path_equals_ours_in_loss_and_every_gradient():
+    from bench import train_step
+
+    step = train_step.build(batch=2, image_size=56, width=32, llm_width=64, layers=5, vocab=300, teacher_width=16,
+                            prompt_tokens=3, question_tokens=4, answer_tokens=5)
+    losses, grads = [], []
+    for loss_fn in (train_step.ours_loss, train_step.reference_loss):
+        loss = loss_fn(step)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad.clone() for n, p in step.stage.named_parameters() if p.grad is not None})
+        step.zero_grad()
+    torch.testing.assert_close(losses[1], losses[0])
+    assert grads[0].keys() == grads[1].keys() and any(n.startswith("aligner.") for n in grads[0])
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6, msg=name)

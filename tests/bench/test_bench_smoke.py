@@ -68,6 +68,13 @@ def test_vision_train(tmp_path):
     assert all(_positive(row["ms"]) for row in result["rows"])
 
 
+def test_train_step(tmp_path):
+    result = _run("train_step", tmp_path)
+    assert [row["impl"] for row in result["rows"]] == ["reference style", "ours"]
+    assert all(_positive(row["ms"]) and _positive(row["gflop"]) for row in result["rows"])
+    assert result["targets"][0]["name"].startswith("full training step")
+
+
 def test_gpu_script_smoke_on_cpu(tmp_path):
     """The prepared GPU script as the lead will start it (a fresh process), tiny and on the CPU."""
     env = {**os.environ, "OUT": str(tmp_path), "PYTHONPATH": str(ROOT / "src")}
@@ -75,11 +82,12 @@ def test_gpu_script_smoke_on_cpu(tmp_path):
                           text=True, timeout=280)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "gpu.json").read_text())
-    for section in ("device", "vision_train", "train", "inference"):
+    for section in ("device", "vision_train", "train_step", "train_nockpt", "train", "inference"):
         assert "error" not in result[section], result[section]
     assert _positive(result["train"]["tokens_per_s"]) and _positive(result["train"]["model_tflop_per_step"])
     assert _positive(result["inference"]["batch_1"]["ttft_ms"])
     assert _positive(result["vision_train"]["speedup"])
+    assert _positive(result["train_step"]["speedup"]) and result["train_nockpt"]["checkpointing"] is False
 
 
 def test_every_listed_benchmark_has_a_module():

@@ -44,6 +44,35 @@ def test_stage1_trains_only_pel_and_aligner(write_recipe):
     assert not run.teacher.training
 
 
+def test_auto_precision_is_bf16_only_where_the_hardware_multiplies_bf16(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\nprocessor\t: 1\n")
+    assert loop.cpu_has_native_bf16.__wrapped__(cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n")
+    assert not loop.cpu_has_native_bf16.__wrapped__(cpuinfo)
+    cpuinfo.write_text("flags\t\t: amx_tile amx_bf16\n")
+    assert loop.cpu_has_native_bf16.__wrapped__(cpuinfo)
+    assert not loop.cpu_has_native_bf16.__wrapped__(tmp_path / "missing")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native, expected in [(True, "bf16"), (False, "no")]:
+        monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda native=native: native)
+        assert loop._mixed_precision("auto") == expected
+        assert loop._mixed_precision("fp32") == "no" and loop._mixed_precision("bf16") == "bf16"
+
+
+def test_bf16_stage_trains_fp32_master_weights(write_recipe):
+    run = setup(load_recipe(write_recipe(max_steps=4, precision="bf16")))
+    assert run.accelerator.mixed_precision == "bf16"
+    stage = run.accelerator.unwrap_model(run.stage)
+    before = {k: v.clone() for k, v in stage.state_dict().items() if k.startswith("model.patch_embed.")}
+    fit(run)
+    after = stage.state_dict()
+    assert all(after[k].dtype == torch.float32 and torch.isfinite(after[k]).all() for k in before)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    losses = [r["loss"] for r in _losses(run.output_dir)]
+    assert len(losses) == 4 and all(0 < loss < 100 for loss in losses)
+
+
 def test_export_holds_no_teacher_and_keeps_the_aligner_beside_it(write_recipe):
     recipe = load_recipe(write_recipe(max_steps=2))
     out = train(recipe)

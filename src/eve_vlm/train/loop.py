@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -89,7 +90,8 @@ def setup(recipe: Recipe, resume: bool = False) -> Run:
     if recipe.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if accelerator.is_main_process:
-        logger.info("%s: %s", recipe.name, parameter_summary(model, aligner if teacher else None, teacher))
+        logger.info("%s: %s; precision %s", recipe.name,
+                    parameter_summary(model, aligner if teacher else None, teacher), accelerator.mixed_precision)
     sources, weights = build_sources(recipe)
     batches = build_batches(recipe, sources, weights, processor, teacher, accelerator.process_index,
                             accelerator.num_processes)
@@ -488,8 +490,22 @@ def _to(value: Any, device: torch.device) -> Any:
 
 def _mixed_precision(precision: str) -> str:
     if precision == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        if torch.cuda.is_available():
+            return "bf16" if torch.cuda.is_bf16_supported() else "no"
+        return "bf16" if cpu_has_native_bf16() else "no"
     return {"fp32": "no"}.get(precision, precision)
+
+
+@functools.cache
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16): there bf16 autocast runs
+    matmuls ~2.4x faster than fp32 (measured on a 2-core AMD EPYC); elsewhere it is emulated and slower."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:  # not Linux
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _has_tensorboard() -> bool:

@@ -128,7 +128,8 @@ class Recipe:
     max_steps: int | None = None
     """Stop after this many optimizer steps (overrides epochs)."""
     precision: str = "auto"
-    """auto (bf16 on GPUs that have it, fp32 on CPU), bf16, fp16, fp32."""
+    """auto (bf16 on GPUs that have it and on CPUs with native bf16 matmuls, AVX512-BF16 or AMX; else fp32),
+    bf16, fp16, fp32."""
     gradient_checkpointing: bool = False
     lora: LoraSpec | None = None
     seed: int = 0
