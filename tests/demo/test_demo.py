@@ -86,3 +86,36 @@ def test_mnist_captions_in_words_or_numerals():
         assert words[i].messages[1]["content"].split()[-1] not in "0123456789"
     with pytest.raises(ValueError, match="caption_digits"):
         MnistSource(caption_digits="roman")
+
+
+def test_mnist_multi_turn_conversations_hold_the_same_digits_in_order():
+    from eve_vlm.demo.data import DIGIT_QUESTION, MnistSource
+
+    single = MnistSource(split="test", task="qa", limit=9, seed=1)
+    turns = MnistSource(split="test", task="qa", limit=9, seed=1, turns=4)
+    assert len(turns) == 2  # 9 digits -> two whole conversations of 4
+    sample = turns[1]
+    assert len(sample.images) == 4 and len(sample.messages) == 8
+    for k in range(4):
+        user, answer = sample.messages[2 * k], sample.messages[2 * k + 1]
+        assert user["content"] == [{"type": "image"}, {"type": "text", "text": DIGIT_QUESTION}]
+        assert answer == single[4 + k].messages[1]
+        assert list(sample.images[k].getdata()) == list(single[4 + k].images[0].getdata())
+    captions = MnistSource(split="test", task="caption", limit=9, seed=1, turns=3)[2]
+    assert [m["content"] for m in captions.messages[1::2]] == \
+        [MnistSource(split="test", task="caption", limit=9, seed=1)[i].messages[1]["content"] for i in (6, 7, 8)]
+    with pytest.raises(ValueError, match="turns"):
+        MnistSource(task="qa", turns=0)
+
+
+def test_a_multi_turn_conversation_trains_every_answer():
+    from eve_vlm.demo.data import MnistSource
+    from eve_vlm.testing import tiny_model_and_processor
+
+    _, processor = tiny_model_and_processor()
+    processor.template = "vicuna_v1"
+    sample = MnistSource(split="test", task="qa", limit=3, seed=1, turns=3)[0]
+    encoded = processor.encode_conversation(sample.messages, sample.images)
+    labels = [t for t in encoded["labels"] if t != -100]
+    answers = "".join(m["content"] for m in sample.messages[1::2])
+    assert processor.tokenizer.decode(labels).replace("</s>", "").replace(" ", "") == answers

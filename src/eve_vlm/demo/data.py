@@ -41,17 +41,22 @@ def digit_image(pixels: np.ndarray, size: int) -> Image.Image:
 
 class MnistSource(Source):
     """MNIST digits; task `caption` ("a handwritten digit seven", or "... 7" with caption_digits=numeral)
-    or `qa` ("What digit is this?" -> "7")."""
+    or `qa` ("What digit is this?" -> "7"). With `turns` > 1 a sample is a conversation of that many
+    digits, one caption or question and answer each (a chat template's system prompt, ~20 tokens with
+    SmolLM2's, is then paid once per conversation instead of once per digit)."""
 
     def __init__(self, split: str = "train", task: str = "caption", limit: int | None = None,
-                 image_size: int = 56, seed: int = 0, name: str = "", caption_digits: str = "word") -> None:
+                 image_size: int = 56, seed: int = 0, name: str = "", caption_digits: str = "word",
+                 turns: int = 1) -> None:
         if split not in ("train", "valid", "test"):
             raise ValueError(f"mnist split={split!r}: choose train, valid or test")
         if task not in ("caption", "qa"):
             raise ValueError(f"mnist task={task!r}: choose caption or qa")
         if caption_digits not in ("word", "numeral"):
             raise ValueError(f"mnist caption_digits={caption_digits!r}: choose word ('seven') or numeral ('7')")
-        self.caption_digits = caption_digits
+        if turns < 1:
+            raise ValueError(f"mnist turns={turns!r}: digits per conversation, at least 1")
+        self.caption_digits, self.turns = caption_digits, turns
         images, labels = _mnist()[split]
         order = np.random.default_rng(seed).permutation(len(labels))[:limit]
         self.images, self.labels = images[order], labels[order]
@@ -59,9 +64,16 @@ class MnistSource(Source):
         self.name = name or f"mnist-{split}-{task}"
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.labels) // self.turns
 
     def __getitem__(self, index: int) -> Sample:
+        turns = [self._single(i) for i in range(index * self.turns, (index + 1) * self.turns)]
+        if self.turns == 1:
+            return turns[0]
+        return Sample(f"{self.name}-{index}", [m for t in turns for m in t.messages], [t.images[0] for t in turns],
+                      self.name)
+
+    def _single(self, index: int) -> Sample:
         from ..assets import DIGIT_WORDS
 
         label = int(self.labels[index])
@@ -73,7 +85,7 @@ class MnistSource(Source):
         return qa_sample(sample_id, image, DIGIT_QUESTION, str(label), self.name)
 
     def text_length(self, index: int) -> int:
-        return 32
+        return 32 * self.turns
 
 
 class TwemojiSource(Source):
