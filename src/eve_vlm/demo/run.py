@@ -44,8 +44,8 @@ def stage_overrides(options: DemoOptions, index: int, previous_export: Path | No
 
 
 def quick_recipe(recipe: Recipe) -> list[str]:
-    """--quick: a fifth of the steps (at least 10) with the same recipe otherwise."""
-    steps = max(10, (recipe.max_steps or 50) // 5)
+    """--quick: a tenth of the steps (at least 10) with the same recipe otherwise."""
+    steps = max(10, (recipe.max_steps or 100) // 10)
     return [f"max_steps={steps}", f"checkpoint_every={steps + 1}", f"log_every={max(1, steps // 10)}"]
 
 
