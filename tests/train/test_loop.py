@@ -61,7 +61,8 @@ def test_auto_precision_is_bf16_only_where_the_hardware_multiplies_bf16(tmp_path
 
 
 def test_bf16_stage_trains_fp32_master_weights(write_recipe):
-    run = setup(load_recipe(write_recipe(max_steps=4, precision="bf16")))
+    assert setup(load_recipe(write_recipe("fp32.yaml", max_steps=4))).accelerator.mixed_precision == "no"
+    run = setup(load_recipe(write_recipe(max_steps=4, precision="bf16")))  # a second precision, same process
     assert run.accelerator.mixed_precision == "bf16"
     stage = run.accelerator.unwrap_model(run.stage)
     before = {k: v.clone() for k, v in stage.state_dict().items() if k.startswith("model.patch_embed.")}

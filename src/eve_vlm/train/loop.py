@@ -78,7 +78,9 @@ class Run:
 def setup(recipe: Recipe, resume: bool = False) -> Run:
     output_dir = Path(recipe.output_dir)
     # cpu=True on a machine without CUDA makes torchrun / `accelerate launch` processes join one gloo group
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=_mixed_precision(recipe.precision),
+    precision = _mixed_precision(recipe.precision)
+    _allow_new_precision(precision)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision,
                               log_with="tensorboard" if _has_tensorboard() else None,
                               project_dir=str(output_dir))
     set_seed(recipe.seed)
@@ -486,6 +488,16 @@ def _to(value: Any, device: torch.device) -> Any:
     if isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
         return [v.to(device, non_blocking=True) for v in value]
     return value
+
+
+def _allow_new_precision(precision: str) -> None:
+    """accelerate keeps one process-wide state and refuses a second Accelerator with another precision;
+    stages run in one process (`--recipe DIR`, the demo, a notebook) may each choose theirs. Only the
+    accelerator's settings are dropped: the process group (PartialState) stays."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _mixed_precision(precision: str) -> str:
