@@ -119,3 +119,16 @@ def test_a_multi_turn_conversation_trains_every_answer():
     labels = [t for t in encoded["labels"] if t != -100]
     answers = "".join(m["content"] for m in sample.messages[1::2])
     assert processor.tokenizer.decode(labels).replace("</s>", "").replace(" ", "") == answers
+
+
+def test_digit_probes_run_in_every_context_and_bound_the_generated_accuracy(demo_run):
+    from eve_vlm.demo.probe import CONTEXTS, digit_probe
+
+    options, metrics = demo_run
+    final = str(options.output / "final")
+    # a generated answer that is exactly right starts with the right digit, which then out-scores the other nine
+    assert digit_probe(final, "chat", n=6) >= metrics["mnist_accuracy"]
+    for context in CONTEXTS:
+        assert 0 <= digit_probe(str(options.output / "stage1" / "export"), context, n=4) <= 100
+    with pytest.raises(ValueError, match="context"):
+        digit_probe(final, "vicuna", n=4)
