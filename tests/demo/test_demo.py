@@ -40,6 +40,7 @@ def test_demo_writes_every_artifact_and_they_load(demo_run):
     assert saved["mnist_n"] == 6 and saved["twemoji_n"] == 4
     assert 0 <= saved["mnist_accuracy"] <= 100 and 0 <= saved["twemoji_token_f1"] <= 100
     assert saved == metrics
+    assert set(saved["precision"]) == set(saved["stage_seconds"]) and set(saved["precision"].values()) <= {"bf16", "no"}
     model = EveForCausalLM.from_pretrained(out / "final")
     processor = EveProcessor.from_pretrained(out / "final")
     assert processor.template == "chat" and model.config.projector_norm

@@ -56,8 +56,8 @@ def test_auto_precision_is_bf16_only_where_the_hardware_multiplies_bf16(tmp_path
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for native, expected in [(True, "bf16"), (False, "no")]:
         monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda native=native: native)
-        assert loop._mixed_precision("auto") == expected
-        assert loop._mixed_precision("fp32") == "no" and loop._mixed_precision("bf16") == "bf16"
+        assert loop.resolve_precision("auto") == expected
+        assert loop.resolve_precision("fp32") == "no" and loop.resolve_precision("bf16") == "bf16"
 
 
 def test_bf16_stage_trains_fp32_master_weights(write_recipe):

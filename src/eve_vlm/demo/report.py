@@ -110,6 +110,7 @@ def write_report(path: Path, table: str, metrics: dict[str, Any], curves: Path |
              "MNIST digits and Twemoji on this machine's CPU, evaluated on held-out images it never saw.", "",
              table, "",
              f"Aligner (PAL) loss: {'on' if metrics.get('aligner') else 'off'}; quick: {metrics.get('quick')}; "
+             f"precision: {metrics.get('precision')}; "
              f"training time: {metrics.get('train_seconds')} s {metrics.get('stage_seconds')}.", ""]
     if curves:
         lines += ["## Loss curves", "", f"![loss curves]({curves.name})", ""]

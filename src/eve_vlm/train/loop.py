@@ -78,7 +78,7 @@ class Run:
 def setup(recipe: Recipe, resume: bool = False) -> Run:
     output_dir = Path(recipe.output_dir)
     # cpu=True on a machine without CUDA makes torchrun / `accelerate launch` processes join one gloo group
-    precision = _mixed_precision(recipe.precision)
+    precision = resolve_precision(recipe.precision)
     _allow_new_precision(precision)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision,
                               log_with="tensorboard" if _has_tensorboard() else None,
@@ -500,7 +500,8 @@ def _allow_new_precision(precision: str) -> None:
         AcceleratorState._reset_state(reset_partial_state=False)
 
 
-def _mixed_precision(precision: str) -> str:
+def resolve_precision(precision: str) -> str:
+    """A recipe's precision as accelerate names it on this machine: "bf16", "fp16" or "no"."""
     if precision == "auto":
         if torch.cuda.is_available():
             return "bf16" if torch.cuda.is_bf16_supported() else "no"
