@@ -13,7 +13,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                     "then exact-match evaluation on held-out MNIST digits and Twemoji.")
     parser.add_argument("--output", type=Path, default=Path("runs/demo"), help="where everything is written")
     parser.add_argument("--recipes", type=Path, default=None, help="folder of stage*.yaml (default: configs/demo)")
-    parser.add_argument("--quick", action="store_true", help="a ~3-minute version (a tenth of the steps, fewer questions)")
+    parser.add_argument("--quick", action="store_true", help="a ~2-minute version (a tenth of the steps, fewer questions)")
     parser.add_argument("--no-aligner", action="store_true", help="train without the PAL loss (ablation)")
     parser.add_argument("--mnist-eval", type=int, default=None, help="MNIST test digits to answer (default 500)")
     parser.add_argument("--twemoji-eval", type=int, default=None, help="held-out emoji to answer (default 200)")
