@@ -153,21 +153,31 @@ def section_device(plan: Plan) -> dict:
     return out
 
 
-def section_vision_train(plan: Plan) -> dict:
-    from bench.common import measure
-    from bench.vision_train import build, ours_loss, reference_loss, train_step
+def versus_reference(plan: Plan, bench_module: str, sizes: dict, target_speedup: float) -> dict:
+    """A bench module's ours-vs-reference-style comparison (its build, ours_loss, reference_loss, train_step)
+    on the plan's device and dtype: the losses' difference, then median fwd+bwd times of each side."""
+    import importlib
 
-    side = build(**plan.vision, device=plan.device, dtype=plan.dtype)
+    from bench.common import measure
+
+    module = importlib.import_module(bench_module)
+    case = module.build(**sizes, device=plan.device, dtype=plan.dtype)
     with torch.no_grad():
-        agree = float((ours_loss(side) - reference_loss(side)).abs())
+        agree = float((module.ours_loss(case) - module.reference_loss(case)).abs())
     repeats, warmup = (2, 1) if plan.smoke else (10, 3)
-    ref = measure(lambda: train_step(side, reference_loss), repeats, warmup, plan.device)["median_s"]
-    ours = measure(lambda: train_step(side, ours_loss), repeats, warmup, plan.device)["median_s"]
-    out = {**plan.vision, "dtype": str(plan.dtype), "reference_style_ms": ref * 1e3, "ours_ms": ours * 1e3,
-           "speedup": ref / ours, "target_speedup": 4.0, "met": ref / ours >= 4.0, "loss_abs_diff": agree}
+    timings = {name: measure(lambda f=fn: module.train_step(case, f), repeats, warmup, plan.device)["median_s"]
+               for name, fn in (("reference", module.reference_loss), ("ours", module.ours_loss))}
+    ref, ours = timings["reference"], timings["ours"]
+    out = {**sizes, "dtype": str(plan.dtype), "reference_style_ms": ref * 1e3, "ours_ms": ours * 1e3,
+           "speedup": ref / ours, "target_speedup": target_speedup, "met": ref / ours >= target_speedup,
+           "loss_abs_diff": agree}
     if plan.device == "cuda":
         out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return out
+
+
+def section_vision_train(plan: Plan) -> dict:
+    return versus_reference(plan, "bench.vision_train", plan.vision, 4.0)
 
 
 def estimate_layers(plan: Plan, memory_bytes: float, checkpointing: bool = True) -> int:
@@ -299,25 +309,12 @@ def section_train(plan: Plan, deadline: float, forced_layers: int | None, checkp
 
 
 def section_train_step(plan: Plan) -> dict:
-    from bench.common import measure
-    from bench.train_step import build, ours_loss, reference_loss, train_step
-
+    """The full step is never to be slower than the reference path: target speed-up 1."""
     sizes = dict(batch=2, image_size=56, width=32, llm_width=64, layers=4, vocab=512, teacher_width=16,
                  prompt_tokens=4, question_tokens=4, answer_tokens=4) if plan.smoke else \
         dict(batch=2, image_size=672, width=1024, llm_width=4096, layers=8, vocab=32000, teacher_width=1024,
              prompt_tokens=16, question_tokens=32, answer_tokens=64)
-    step = build(**sizes, device=plan.device, dtype=plan.dtype)
-    with torch.no_grad():
-        agree = float((ours_loss(step) - reference_loss(step)).abs())
-    repeats, warmup = (2, 1) if plan.smoke else (10, 3)
-    ref = measure(lambda: train_step(step, reference_loss), repeats, warmup, plan.device)["median_s"]
-    ours = measure(lambda: train_step(step, ours_loss), repeats, warmup, plan.device)["median_s"]
-    out = {**sizes, "dtype": str(plan.dtype), "reference_style_ms": ref * 1e3, "ours_ms": ours * 1e3,
-           "speedup": ref / ours, "target": "never slower (speedup >= 1)", "met": ref / ours >= 1.0,
-           "loss_abs_diff": agree}
-    if plan.device == "cuda":
-        out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    return out
+    return versus_reference(plan, "bench.train_step", sizes, 1.0)
 
 
 def section_inference(plan: Plan) -> dict:

@@ -160,21 +160,26 @@ def padding_fraction(batches: list[dict[str, Any]]) -> float:
 
 
 class TrainStep:
-    """One optimizer step of `AlignedEve` (CE + alignment), everything trainable, AdamW, fp32, grad clip 1.0."""
+    """One optimizer step of `AlignedEve` (CE + alignment), everything trainable, AdamW, grad clip 1.0;
+    fp32, or with `bf16` the forward under bf16 autocast (fp32 weights, as the training loop's bf16)."""
 
-    def __init__(self, built: Built) -> None:
+    def __init__(self, built: Built, bf16: bool = False) -> None:
+        self.bf16 = bf16
         self.stage = AlignedEve(built.model, built.aligner, 1.0).train()
         self.params = [p for p in self.stage.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=1e-5, weight_decay=0.0)
 
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            return self.stage(batch, batch["teacher_features"])
+
     def forward_backward(self, batch: dict[str, Any]) -> None:
-        losses = self.stage(batch, batch["teacher_features"])
-        losses["loss"].backward()
+        self.forward(batch)["loss"].backward()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, float]:
         """Run one step; returns the seconds of forward, backward and the optimizer."""
         start = time.perf_counter()
-        losses = self.stage(batch, batch["teacher_features"])
+        losses = self.forward(batch)
         forward = time.perf_counter()
         losses["loss"].backward()
         backward = time.perf_counter()

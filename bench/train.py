@@ -5,10 +5,10 @@
     python -m bench train --smoke               # tiny only, seconds
 
 Per size: micro-batches from our real length-grouped pipeline (`TrainBatches`), one optimizer step
-of `AlignedEve` (CE + alignment loss; PEL, LLM and aligner all train; AdamW; fp32; grad clip), the
+of `AlignedEve` (CE + alignment loss; PEL, LLM and aligner all train; AdamW; fp32, or bf16 autocast with --precision bf16; grad clip), the
 teacher replaced by random features of its shape. The FLOPs of each timed batch's forward+backward
 are counted once with FlopCounterMode (in an untimed pass); MFU = counted FLOPs / step time / peak,
-peak = the best fp32 (4096^2) matmul FLOP/s measured in the same run (right before and after). The
+peak = the best fp32 (bf16 with --precision bf16) (4096^2) matmul FLOP/s measured in the same run (right before and after). The
 padding fraction is measured over --padding-batches micro-batches of the same pipeline, with the
 size's own length-grouping setting (`grouped`, the timed batches) and with grouping on and off. One step
 of --profile-size is profiled (torch.profiler, self CPU time per op) to show where the time goes.
@@ -51,6 +51,7 @@ def run(args) -> dict:
     rec = Recorder("train", args)
     names = ["tiny"] if args.smoke else args.sizes
     peak_size = 512 if args.smoke else 4096
+    peak_dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     rows, flops_per_s, profiles, peaks = {}, {}, {}, {}
     for name in names:
         built = build(name)
@@ -59,16 +60,16 @@ def run(args) -> dict:
         other = take_batches(built, args.padding_batches, built.pipeline(not built.size.group_by_length))
         padding = {built.size.group_by_length: padding_fraction(batches), not built.size.group_by_length:
                    padding_fraction(other)}
-        step = TrainStep(built)
+        step = TrainStep(built, bf16=args.precision == "bf16")
         for _ in range(args.warmup):
             step(timed[0])
         flops = []
         for batch in timed:  # counted once per batch, untimed
             flops.append(count_flops(lambda b=batch, s=step: s.forward_backward(b)))
             step.zero_grad()
-        before = matmul_peak(peak_size)  # the peak right before and after this size's steps
+        before = matmul_peak(peak_size, dtype=peak_dtype)  # the peak right before and after this size's steps
         phases = [step(batch) for batch in timed]
-        peaks[name] = (before, matmul_peak(peak_size))
+        peaks[name] = (before, matmul_peak(peak_size, dtype=peak_dtype))
         seconds = sum(p["step_s"] for p in phases)
         tokens = sum(b["num_tokens"] for b in timed)
         images = sum(len(b["pixel_values"]) for b in timed)
@@ -92,7 +93,7 @@ def run(args) -> dict:
         mfu = rows["demo"]["mfu"]
         why = "" if mfu >= 0.35 else "see the profile: time outside large matmuls"
         rec.target("CPU training MFU at the demo config", mfu, 0.35, mfu >= 0.35, why)
-    rec.note(f"peak_gflop_s = the better of two best-of-5 fp32 {peak_size}^2 matmuls measured right before and after "
+    rec.note(f"peak_gflop_s = the better of two best-of-5 {args.precision} {peak_size}^2 matmuls measured right before and after "
              "the size's timed steps (same threads). FLOPs counted include the padded positions (the work done).")
     rec.note("fwd_bwd_opt = share of step time in forward / backward / clip+AdamW+zero_grad.")
     for name, prof in profiles.items():
@@ -108,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--padding-batches", type=int, default=32,
                         help="micro-batches over which the padding fraction is measured")
     parser.add_argument("--profile-size", default="demo", help="the size whose step is profiled")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: forward under bf16 autocast, MFU against the bf16 matmul peak")
     args = parser.parse_args(argv)
     if args.warmup < 1:
         parser.error("--warmup must be at least 1 (the first step allocates the optimizer state)")

@@ -107,3 +107,10 @@ def test_gpu_script_time_guard_skips_what_no_longer_fits(tmp_path):
     result = json.loads(output.read_text())
     for section in ("device", "vision_train", "train", "inference"):
         assert "skipped" in result[section] or "GuardTimeout" in result[section].get("error", ""), result[section]
+
+
+def test_train_in_bf16_autocast(tmp_path):
+    result = _run("train", tmp_path, "--padding-batches", "2", "--precision", "bf16")
+    (row,) = result["rows"]
+    assert result["settings"]["precision"] == "bf16" and _positive(row["tokens_s"]) and _positive(row["mfu"])
+    assert "bf16" in " ".join(result["notes"])
