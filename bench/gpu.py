@@ -16,7 +16,8 @@ after every section, to $OUT/gpu.json when OUT is set, else runs/bench/gpu.json,
     with as many decoder layers as the memory estimate allows (tried, then fewer on out-of-memory),
     PEL C=1024, the aligner on (random teacher features), 672 px images in 2048-token sequences, pure
     bf16 weights + fused AdamW (no fp32 master copy), SDPA (flash) attention, no padding; `train_nockpt`
-    keeps every activation (fewer layers fit, no recomputation), `train` checkpoints every layer.
+    keeps every activation (fewer layers fit, no recomputation), `train_compiled` is that with every
+    decoder layer torch.compile'd (`compile: true` in a recipe), `train` checkpoints every layer.
     MFU = model FLOPs (FlopCounterMode: forward + backward, checkpoint recomputation subtracted) / step
     time / spec peak; HFU counts the recomputation too;
   * inference: the full 32-layer 7B-shaped EVE in bf16: time to first token and decode tokens/s
@@ -58,6 +59,7 @@ from eve_vlm.model.aligner import PatchAligner  # noqa: E402
 from eve_vlm.model.eve import EveForCausalLM  # noqa: E402
 from eve_vlm.model.patch_embed import image_grid, num_image_tokens  # noqa: E402
 from eve_vlm.train.losses import AlignedEve  # noqa: E402
+from eve_vlm.train.setup import compile_layers  # noqa: E402
 
 LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                  num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096)
@@ -217,7 +219,7 @@ def layer_forward_flops(counts: dict) -> int:
     return sum(sum(ops.values()) for name, ops in counts.items() if re.search(r"\.layers\.\d+$", name))
 
 
-def train_attempt(plan: Plan, layers: int, checkpointing: bool = True) -> dict:
+def train_attempt(plan: Plan, layers: int, checkpointing: bool = True, compiled: bool = False) -> dict:
     from torch.utils.checkpoint import set_checkpoint_early_stop
 
     if plan.device == "cuda":
@@ -245,8 +247,7 @@ def train_attempt(plan: Plan, layers: int, checkpointing: bool = True) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(plan.warmup):
-        step()
+    # FLOPs are counted eagerly (the counter does not see inside compiled graphs; the math is the same)
     with set_checkpoint_early_stop(False), flop_counter() as counter:  # full recomputation, countable
         forward_backward()
     hardware_flops = counter.get_total_flops()
@@ -257,6 +258,16 @@ def train_attempt(plan: Plan, layers: int, checkpointing: bool = True) -> dict:
             stage(batch, batch["teacher_features"])
         recompute_flops = layer_forward_flops(counter.get_flop_counts())
     model_flops = hardware_flops - recompute_flops
+    compile_s = None
+    if compiled:
+        compile_layers(model)
+        sync(plan)
+        begin = time.perf_counter()
+        step()  # compiles forward and backward
+        sync(plan)
+        compile_s = time.perf_counter() - begin
+    for _ in range(plan.warmup):
+        step()
     times = []
     for _ in range(plan.steps):
         sync(plan)
@@ -266,7 +277,8 @@ def train_attempt(plan: Plan, layers: int, checkpointing: bool = True) -> dict:
         times.append(time.perf_counter() - begin)
     step_s = statistics.median(times)
     tokens = plan.micro_batch * plan.seq
-    out = {"layers": layers, "checkpointing": checkpointing, "parameters_b": sum(p.numel() for p in params) / 1e9, "micro_batch": plan.micro_batch,
+    out = {"layers": layers, "checkpointing": checkpointing, "compiled": compiled, "compile_s": compile_s,
+           "parameters_b": sum(p.numel() for p in params) / 1e9, "micro_batch": plan.micro_batch,
            "seq_len": plan.seq, "image_px": plan.image, "step_s": step_s, "step_times_s": times,
            "tokens_per_s": tokens / step_s, "images_per_s": plan.micro_batch / step_s,
            "model_tflop_per_step": model_flops / 1e12, "hardware_tflop_per_step": hardware_flops / 1e12,
@@ -280,7 +292,8 @@ def train_attempt(plan: Plan, layers: int, checkpointing: bool = True) -> dict:
     return out
 
 
-def section_train(plan: Plan, deadline: float, forced_layers: int | None, checkpointing: bool = True) -> dict:
+def section_train(plan: Plan, deadline: float, forced_layers: int | None, checkpointing: bool = True,
+                  compiled: bool = False) -> dict:
     total = torch.cuda.get_device_properties(0).total_memory if plan.device == "cuda" else 8e9
     estimate = estimate_layers(plan, total, checkpointing)
     if forced_layers:
@@ -297,7 +310,7 @@ def section_train(plan: Plan, deadline: float, forced_layers: int | None, checkp
             break
         result = None
         try:
-            result = train_attempt(plan, layers, checkpointing)
+            result = train_attempt(plan, layers, checkpointing, compiled)
         except torch.cuda.OutOfMemoryError as e:
             out["attempts"].append({"layers": layers, "error": f"out of memory: {str(e)[:300]}"})
         free_memory()
@@ -362,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: proves every section runs")
     parser.add_argument("--budget", type=float, default=440.0, help="seconds from start-up for everything")
     parser.add_argument("--layers", type=int, default=None, help="train with this many decoder layers (no search)")
-    parser.add_argument("--sections", default="device,vision_train,train_step,train_nockpt,inference,train",
+    parser.add_argument("--sections", default="device,train_nockpt,train_compiled,train_step,vision_train,inference,"
+                                               "train",
                         help="comma-separated sections to run, in order")
     parser.add_argument("--output", default=None, help="JSON path (default: $OUT/gpu.json or runs/bench/gpu.json)")
     args = parser.parse_args(argv)
@@ -385,13 +399,16 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGALRM, on_alarm)
         signal.alarm(max(1, int(deadline - time.time())))
     faulthandler.dump_traceback_later(max(1.0, deadline + 40 - time.time()), exit=True)
-    needs = {"device": 20, "vision_train": 40, "train_step": 40, "train_nockpt": 150, "train": 150,
+    needs = {"device": 20, "vision_train": 40, "train_step": 40, "train_nockpt": 150, "train_compiled": 180,
+             "train": 150,
              "inference": 60}  # seconds a section needs
     if plan.smoke:
         needs = dict.fromkeys(needs, 0.0)
     sections = {"device": lambda: section_device(plan), "vision_train": lambda: section_vision_train(plan),
                 "train_step": lambda: section_train_step(plan),
                 "train_nockpt": lambda: section_train(plan, deadline, args.layers, checkpointing=False),
+                "train_compiled": lambda: section_train(plan, deadline, args.layers, checkpointing=False,
+                                                        compiled=True),
                 "train": lambda: section_train(plan, deadline, args.layers),
                 "inference": lambda: section_inference(plan)}
     for name in args.sections.split(","):
@@ -419,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def summarize(results: dict) -> None:
     measured = results.get("device", {}).get("measured_matmul_bf16_tflops")
-    for name in ("train_nockpt", "train"):
+    for name in ("train_nockpt", "train_compiled", "train"):
         train = results.get(name, {})
         if "achieved_model_tflops" in train and measured:
             train["mfu_vs_measured_matmul"] = train["achieved_model_tflops"] / measured

@@ -216,3 +216,17 @@ def test_lora_trains_only_adapters_and_exports_a_merged_model(write_recipe):
     changed = [n for n in merged if n.startswith("language_model.") and not torch.equal(merged[n], before[n])]
     assert changed and all("q_proj" in n or "v_proj" in n for n in changed)  # LoRA merged into q/v only
     EveForCausalLM.from_pretrained(out)
+
+
+def test_compiled_layers_train_like_eager_ones_and_export_the_same_names(write_recipe):
+    lr = {"pel": 1e-2, "aligner": 1e-2, "llm": 1e-3}
+    eager = train(load_recipe(write_recipe("eager.yaml", max_steps=3, optim__lr=lr)))
+    run = setup(load_recipe(write_recipe("compiled.yaml", max_steps=3, optim__lr=lr, compile=True)))
+    layers = run.accelerator.unwrap_model(run.stage).model.get_decoder().layers
+    assert len(layers) == 4 and all(layer._compiled_call_impl is not None for layer in layers)
+    fit(run)
+    compiled = export(run)
+    ours, theirs = ([r["loss"] for r in _losses(path.parent)] for path in (compiled, eager))
+    assert len(ours) == 3 and ours == pytest.approx(theirs, rel=1e-4)
+    assert _weights(compiled).keys() == _weights(eager).keys()
+    assert all(torch.allclose(a, _weights(eager)[k], atol=1e-5) for k, a in _weights(compiled).items())

@@ -35,6 +35,7 @@ from .setup import (
     build_batches,
     build_model,
     build_sources,
+    compile_layers,
     freeze,
     lr_lambda,
     parameter_summary,
@@ -91,6 +92,8 @@ def setup(recipe: Recipe, resume: bool = False) -> Run:
     groups = freeze(recipe, model, aligner if teacher is not None else None)
     if recipe.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if recipe.compile:
+        compile_layers(model)
     if accelerator.is_main_process:
         logger.info("%s: %s; precision %s", recipe.name,
                     parameter_summary(model, aligner if teacher else None, teacher), accelerator.mixed_precision)

@@ -131,6 +131,10 @@ class Recipe:
     """auto (bf16 on GPUs that have it and on CPUs with native bf16 matmuls, AVX512-BF16 or AMX; else fp32),
     bf16, fp16, fp32."""
     gradient_checkpointing: bool = False
+    compile: bool = False
+    """torch.compile each decoder layer of the LLM (one graph, reused by every layer): fuses the norms,
+    rotary and activations between the matmuls. Pays a compilation at the first step; for GPUs and
+    long runs (bench/gpu.py measures it)."""
     lora: LoraSpec | None = None
     seed: int = 0
     log_every: int = 10

@@ -77,6 +77,20 @@ def _apply_stage_settings(recipe: Recipe, model: EveForCausalLM, processor: EveP
     config.image_token_id = processor.image_token_id
 
 
+def compile_layers(model: EveForCausalLM) -> int:
+    """torch.compile every decoder layer of the LLM in place; returns how many were compiled.
+
+    Layer by layer rather than the whole model: the layers share their code, so one compiled graph
+    serves all of them (compilation time does not grow with depth), and the parts whose shapes vary
+    from batch to batch (the PEL's image grids, the placeholder scatter) stay eager."""
+    layers = getattr(model.get_decoder(), "layers", None)
+    if layers is None:
+        raise RecipeError(f"compile: {type(model.get_decoder()).__name__} has no `layers` to compile")
+    for layer in layers:
+        layer.compile()
+    return len(layers)
+
+
 def build_aligner(recipe: Recipe, model: EveForCausalLM, teacher: VisionTeacher,
                   aligner: PatchAligner | None) -> PatchAligner:
     config = model.config
