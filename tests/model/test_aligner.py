@@ -65,6 +65,8 @@ def test_alignment_loss_is_one_minus_cosine_averaged_per_image_then_over_images(
     image_index = torch.tensor([0, 0, 1])
     # image 0: distances 0 and 1 -> 0.5; image 1: cosine -1 -> 2; mean over images -> 1.25
     assert alignment_loss(student, teacher, image_index).item() == pytest.approx(1.25)
+    # an image without patches (index 1 here) does not count
+    assert alignment_loss(student, teacher, torch.tensor([0, 0, 2])).item() == pytest.approx(1.25)
     # equals half the MSE of L2-normalised vectors, per image
     mse = ((F.normalize(student, dim=-1) - F.normalize(teacher, dim=-1)) ** 2).sum(-1) / 2
     assert mse.tolist() == pytest.approx([0.0, 1.0, 2.0])

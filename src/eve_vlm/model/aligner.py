@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .patch_embed import attend
+
 ALIGNER_WEIGHTS = "aligner.safetensors"
 ALIGNER_CONFIG = "aligner_config.json"
 
@@ -61,7 +63,7 @@ class PatchAligner(nn.Module):
         if len(projected) > 1:  # keys = values = the other layers: (N, H, K, Ct/H)
             others = torch.stack(projected[1:], dim=1).view(n, -1, self.heads, ct // self.heads)
             others = others.transpose(1, 2)
-            attn = F.scaled_dot_product_attention(query, others, others, scale=self.scale)
+            attn = attend(query, others, others, self.scale)
         else:  # a 1-3 layer LLM has no other layers; attention over one key returns its value
             attn = query
         attn = attn.reshape(n, ct)
@@ -96,12 +98,13 @@ def alignment_loss(student: torch.Tensor, teacher: torch.Tensor, image_index: to
     student, teacher: (N, Ct) features of the valid patches of all images, concatenated;
     image_index: (N,) which image each patch belongs to (0..num_images-1).
     The paper's "L2-normalise then MSE" equals this up to a factor 2 (spec section 4).
+    Images without patches in `image_index` do not count.
     """
     if student.shape != teacher.shape:
         raise ValueError(f"student features {tuple(student.shape)} and teacher features "
                          f"{tuple(teacher.shape)} differ in shape")
     distance = 1 - F.cosine_similarity(student.float(), teacher.float(), dim=-1)  # (N,)
-    num_images = int(image_index.max()) + 1
-    per_image = torch.zeros(num_images, device=distance.device).index_add_(0, image_index, distance)
-    counts = torch.bincount(image_index, minlength=num_images).clamp_min(1)
-    return (per_image / counts).mean()
+    # at most N images: N slots need no host sync to size them (a GPU keeps queueing work)
+    per_image = torch.zeros_like(distance).index_add_(0, image_index, distance)
+    counts = torch.zeros_like(distance).index_add_(0, image_index, torch.ones_like(distance))
+    return (per_image / counts.clamp_min(1)).sum() / (counts > 0).sum()

@@ -30,6 +30,25 @@ def num_image_tokens(height: int, width: int, patch_size: int = 14, pool_size: i
     return 1 + h * (w + 1)
 
 
+FEW_KEYS = 16
+"""Attention over at most this many keys per query is written out (see `attend`)."""
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """softmax(q k^T * scale) v over (..., Q, d) queries and (..., K, d) keys and values.
+
+    CA1 (4 keys) and the aligner (8 keys) attend over a handful of keys for thousands of queries: there
+    the products and sums are written out elementwise (softmax in fp32, as the fused kernels do): on an
+    H200, at 8 x 672 px, cuDNN's flash backward took 0.8 ms a call there and batched matmuls of
+    1 x K tiles 0.16 ms; elementwise was the fastest of the three (docs/benchmarks.md, section 6).
+    Longer contexts (CA2) go to the fused kernel. FlopCounterMode does not count elementwise work."""
+    if k.shape[-2] > FEW_KEYS:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    scores = (q.unsqueeze(-2) * k.unsqueeze(-3)).sum(-1) * scale  # (..., Q, K)
+    weights = scores.softmax(-1, dtype=torch.float32).to(v.dtype)
+    return (weights.unsqueeze(-1) * v.unsqueeze(-3)).sum(-2)  # (..., Q, d)
+
+
 class CrossAttention(nn.Module):
     """Pre-norm cross-attention block shared by CA1 and CA2 (spec section 2).
 
@@ -53,7 +72,7 @@ class CrossAttention(nn.Module):
         q = self.q_proj(self.q_norm(query)).view(n, q_len, self.heads, -1).transpose(1, 2)  # (N, H, Q, C/H)
         kv = self.kv_proj(self.kv_norm(context)).view(n, k_len, 2, self.heads, -1)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (N, H, K, C/H)
-        attn = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # (N, H, Q, C/H)
+        attn = attend(q, k, v, self.scale)  # (N, H, Q, C/H)
         return query + self.out_proj(attn.transpose(1, 2).reshape(n, q_len, width))
 
 
@@ -88,12 +107,17 @@ class PatchEmbed(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, 1 + h*(w+1), C), all images of one size."""
-        x = self.conv(pixel_values)  # (B, C, 2h, 2w)
-        b, c, hp, wp = x.shape
-        p = self.pool_size
-        h, w = hp // p, wp // p
-        pooled = F.avg_pool2d(x, p, p).flatten(2).transpose(1, 2).reshape(b * h * w, 1, c)  # (Bhw, 1, C)
-        windows = x.view(b, c, h, p, w, p).permute(0, 2, 4, 3, 5, 1).reshape(b * h * w, p * p, c)
+        b, _, height, width = pixel_values.shape
+        s, p = self.patch_size, self.pool_size
+        h, w = height // (s * p), width // (s * p)
+        # the conv (kernel = stride = 14) as one matmul over the patches laid out in (window, position,
+        # channel, row, column) order: cuDNN's strided conv took ~1 ms at 8 x 672 px on an H200, the
+        # matmul ~0.05; the window layout CA1 needs falls out of the reshape
+        patches = pixel_values[:, :, : h * p * s, : w * p * s].reshape(b, 3, h, p, s, w, p, s)
+        patches = patches.permute(0, 2, 5, 3, 6, 1, 4, 7).reshape(b * h * w, p * p, 3 * s * s)
+        windows = F.linear(patches, self.conv.weight.flatten(1))  # (Bhw, p*p, C): the 4 patches of a token
+        c = windows.shape[-1]
+        pooled = windows.mean(dim=1, keepdim=True)  # (Bhw, 1, C): the 2x2 average pool
         grid = self.local_attn(pooled, windows).view(b, h, w, c)  # CA1: (B, h, w, C)
         cls = self.cls_embedding.to(grid.dtype).expand(b, 1, c)
         cls = self.global_attn(cls, grid.reshape(b, h * w, c))  # CA2: (B, 1, C)

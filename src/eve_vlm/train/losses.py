@@ -25,9 +25,12 @@ def gather_patch_states(hidden_states: tuple[torch.Tensor, ...], layers: list[in
     teacher patch are averaged (spec: avg_pool2d by 2 at 1344 px; r=1 at 672 px).
     """
     states = []
+    index = patch_positions.reshape(-1)
     for layer in layers:
         flat = hidden_states[layer].flatten(0, 1)  # (B*T, D)
-        states.append(flat[patch_positions].mean(dim=1))  # (N, D)
+        # index_select: its backward is an index_add (advanced indexing's sorts the indices first)
+        picked = flat.index_select(0, index).view(*patch_positions.shape, flat.shape[-1])  # (N, r*r, D)
+        states.append(picked.mean(dim=1) if picked.shape[1] > 1 else picked.squeeze(1))  # (N, D)
     return states
 
 
