@@ -196,6 +196,33 @@ def test_answer_only_loss_equals_the_models_own_loss():
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
 
 
+def test_sample_average_ce_is_the_mean_of_each_samples_own_loss():
+    from PIL import Image
+
+    from eve_vlm.testing import tiny_model_and_processor
+    from eve_vlm.train.losses import AlignedEve
+
+    model, processor = tiny_model_and_processor()
+    answers = ["seven", "a much longer answer with many more tokens than the first one"]
+    samples = [processor.encode_conversation(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+         {"role": "assistant", "content": answer}], [Image.new("RGB", (56, 56))]) for answer in answers]
+    alone = [model(**processor.collate([sample])).loss for sample in samples]
+    batch = processor.collate(samples)
+    per_sample = AlignedEve(model, ce_average="sample")(batch)["ce"]
+    torch.testing.assert_close(per_sample, torch.stack(alone).mean(), rtol=1e-5, atol=1e-6)
+    per_token = AlignedEve(model)(batch)["ce"]  # the long answer weighs more
+    assert abs(float(per_token - per_sample)) > 1e-4
+
+
+def test_ce_average_is_validated(write_recipe):
+    from eve_vlm.train.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match="ce_average='mean'"):
+        load_recipe(write_recipe(ce_average="mean"))
+    assert load_recipe(write_recipe(ce_average="sample")).ce_average == "sample"
+
+
 def test_lora_trains_only_adapters_and_exports_a_merged_model(write_recipe):
     first = train(load_recipe(write_recipe("s1.yaml", max_steps=2)))
     recipe = load_recipe(write_recipe("lora.yaml", max_steps=2, init_from=str(first), model=None,

@@ -108,7 +108,7 @@ def setup(recipe: Recipe, resume: bool = False) -> Run:
                                   betas=recipe.optim.betas, weight_decay=recipe.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(schedule, recipe.optim.schedule, recipe.optim.min_lr_ratio))
-    stage = AlignedEve(model, aligner if teacher is not None else None, recipe.align_weight)
+    stage = AlignedEve(model, aligner if teacher is not None else None, recipe.align_weight, recipe.ce_average)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:  # no dataloader is prepared: say the size
         accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = recipe.micro_batch
     accelerator.gradient_accumulation_steps = schedule.accumulation

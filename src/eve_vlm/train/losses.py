@@ -34,29 +34,41 @@ def gather_patch_states(hidden_states: tuple[torch.Tensor, ...], layers: list[in
     return states
 
 
-def answer_token_loss(hidden: torch.Tensor, labels: torch.Tensor, head: nn.Module) -> torch.Tensor:
+def answer_token_loss(hidden: torch.Tensor, labels: torch.Tensor, head: nn.Module,
+                      average: str = "token") -> torch.Tensor:
     """Next-token cross-entropy computed only where there is a label.
 
     Equal to the LM's own loss, but the vocabulary projection runs on the answer positions only
     (a few percent of an image-text sequence), saving its FLOPs and the (B, T, V) logits.
+    `average="sample"` averages each sample's answer tokens first, then the samples that have any.
     """
     targets = labels[:, 1:]  # (B, T-1)
     keep = targets != IGNORE_INDEX
     logits = head(hidden[:, :-1][keep])  # (N, V)
-    return F.cross_entropy(logits.float(), targets[keep])
+    if average == "token":
+        return F.cross_entropy(logits.float(), targets[keep])
+    losses = F.cross_entropy(logits.float(), targets[keep], reduction="none")  # (N,)
+    rows = keep.nonzero()[:, 0]  # the sample of each label, in the order of `losses`
+    counts = keep.sum(dim=1)  # (B,)
+    per_sample = losses.new_zeros(labels.shape[0]).index_add_(0, rows, losses) / counts.clamp_min(1)
+    return per_sample.sum() / (counts > 0).sum()
 
 
 class AlignedEve(nn.Module):
     """EVE + (optionally) its Patch Aligning Layer: batch -> {loss, ce, align}."""
 
     def __init__(self, model: EveForCausalLM, aligner: PatchAligner | None = None,
-                 align_weight: float = 1.0) -> None:
+                 align_weight: float = 1.0, ce_average: str = "token") -> None:
         super().__init__()
         self.model = model
         self.aligner = aligner
         self.align_weight = align_weight
+        self.ce_average = ce_average
         # models that transform their logits (e.g. soft-capping) keep their own loss path
         self._own_loss = getattr(model.config.text_config, "final_logit_softcapping", None) is not None
+        if self._own_loss and ce_average != "token":
+            raise ValueError(f"ce_average={ce_average!r}: this LLM computes its own loss (logit soft-capping), "
+                             "which averages over tokens")
 
     def forward(self, batch: dict[str, Any], teacher_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         aligning = self.aligner is not None and teacher_features is not None
@@ -69,7 +81,8 @@ class AlignedEve(nn.Module):
             decoder = self.model.language_model.get_decoder()
             out = decoder(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
                           output_hidden_states=aligning, use_cache=False)
-            ce = answer_token_loss(out.last_hidden_state, batch["labels"], self.model.get_output_embeddings())
+            ce = answer_token_loss(out.last_hidden_state, batch["labels"], self.model.get_output_embeddings(),
+                                   self.ce_average)
             hidden_states = out.hidden_states
         result = {"ce": ce, "loss": ce}
         if aligning:

@@ -117,6 +117,10 @@ class Recipe:
     identity: one folder may serve several teachers. Entries with NaN/inf are recomputed, never used."""
     align_weight: float = 1.0
     """Total loss = CE + align_weight x alignment loss (spec: 1.0); 0 or no teacher: no aligner."""
+    ce_average: str = "token"
+    """token: the CE is the mean over every answer token of the batch (LLaVA's, the spec's); sample: each
+    sample's answer tokens are averaged first, then the samples, so that long answers (an emoji's name)
+    do not outweigh one-token ones (a digit)."""
     template: str | None = None
     """plain, vicuna_v1 or chat; None keeps the model's."""
     image_size: int | None = None
@@ -158,6 +162,8 @@ class Recipe:
             raise RecipeError("lora is set but optim.lr.llm is 0: LoRA adapters would not train")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
             raise RecipeError(f"precision={self.precision!r}: choose auto, bf16, fp16 or fp32")
+        if self.ce_average not in ("token", "sample"):
+            raise RecipeError(f"ce_average={self.ce_average!r}: choose token or sample")
         if self.optim.schedule not in ("cosine", "constant"):
             raise RecipeError(f"optim.schedule={self.optim.schedule!r}: choose cosine or constant")
         if not 0 <= self.optim.warmup_ratio < 1:
