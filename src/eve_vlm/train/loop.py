@@ -103,9 +103,13 @@ def setup(recipe: Recipe, resume: bool = False) -> Run:
     schedule = plan_schedule(recipe, batches, accelerator.num_processes)
     batches.epochs = math.ceil(schedule.total_steps * schedule.accumulation * accelerator.num_processes
                                / batches.batches_per_epoch()) or 1
+    # fused: one kernel over all parameters (on 2 CPU cores 3.7x faster than foreach for SmolLM2's 135M);
+    # sharded engines (FSDP's DTensors, DeepSpeed's own partitioning) keep the default implementation
+    fused = accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU,
+                                             DistributedType.MULTI_GPU)
     optimizer = torch.optim.AdamW([{"params": params, "lr": recipe.optim.lr[name], "name": name}
                                    for name, params in groups.items()],
-                                  betas=recipe.optim.betas, weight_decay=recipe.optim.weight_decay)
+                                  betas=recipe.optim.betas, weight_decay=recipe.optim.weight_decay, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(schedule, recipe.optim.schedule, recipe.optim.min_lr_ratio))
     stage = AlignedEve(model, aligner if teacher is not None else None, recipe.align_weight, recipe.ce_average)
