@@ -160,14 +160,15 @@ def padding_fraction(batches: list[dict[str, Any]]) -> float:
 
 
 class TrainStep:
-    """One optimizer step of `AlignedEve` (CE + alignment), everything trainable, AdamW, grad clip 1.0;
-    fp32, or with `bf16` the forward under bf16 autocast (fp32 weights, as the training loop's bf16)."""
+    """One optimizer step of `AlignedEve` (CE + alignment), everything trainable, AdamW (fused, as the
+    training loop's, or `fused=False`: torch's default foreach), grad clip 1.0; fp32, or with `bf16` the
+    forward under bf16 autocast (fp32 weights, as the training loop's bf16)."""
 
-    def __init__(self, built: Built, bf16: bool = False) -> None:
+    def __init__(self, built: Built, bf16: bool = False, fused: bool = True) -> None:
         self.bf16 = bf16
         self.stage = AlignedEve(built.model, built.aligner, 1.0).train()
         self.params = [p for p in self.stage.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=1e-5, weight_decay=0.0)
+        self.optimizer = torch.optim.AdamW(self.params, lr=1e-5, weight_decay=0.0, fused=fused)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):

@@ -5,7 +5,8 @@
     python -m bench train --smoke               # tiny only, seconds
 
 Per size: micro-batches from our real length-grouped pipeline (`TrainBatches`), one optimizer step
-of `AlignedEve` (CE + alignment loss; PEL, LLM and aligner all train; AdamW; fp32, or bf16 autocast with --precision bf16; grad clip), the
+of `AlignedEve` (CE + alignment loss; PEL, LLM and aligner all train; AdamW, fused unless --optimizer foreach;
+fp32, or bf16 autocast with --precision bf16; grad clip), the
 teacher replaced by random features of its shape. The FLOPs of each timed batch's forward+backward
 are counted once with FlopCounterMode (in an untimed pass); MFU = counted FLOPs / step time / peak,
 peak = the best fp32 (bf16 with --precision bf16) (4096^2) matmul FLOP/s measured in the same run (right before and after). The
@@ -60,7 +61,7 @@ def run(args) -> dict:
         other = take_batches(built, args.padding_batches, built.pipeline(not built.size.group_by_length))
         padding = {built.size.group_by_length: padding_fraction(batches), not built.size.group_by_length:
                    padding_fraction(other)}
-        step = TrainStep(built, bf16=args.precision == "bf16")
+        step = TrainStep(built, bf16=args.precision == "bf16", fused=args.optimizer == "fused")
         for _ in range(args.warmup):
             step(timed[0])
         flops = []
@@ -111,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile-size", default="demo", help="the size whose step is profiled")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="bf16: forward under bf16 autocast, MFU against the bf16 matmul peak")
+    parser.add_argument("--optimizer", choices=("fused", "foreach"), default="fused",
+                        help="AdamW implementation: fused (the training loop's) or torch's default foreach")
     args = parser.parse_args(argv)
     if args.warmup < 1:
         parser.error("--warmup must be at least 1 (the first step allocates the optimizer state)")
