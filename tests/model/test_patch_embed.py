@@ -124,3 +124,9 @@ def test_batched_pel_equals_per_image():
     batched = pel(images)
     for i in range(4):
         torch.testing.assert_close(batched[i], pel(images[i:i + 1])[0], atol=1e-5, rtol=1e-5)
+
+
+def test_pel_refuses_sizes_that_are_not_multiples_of_a_token():
+    pel = PatchEmbed(16, 4)
+    with pytest.raises(ValueError, match="multiples of 28"):
+        pel(torch.zeros(1, 3, 56, 70))

@@ -109,11 +109,11 @@ class PatchEmbed(nn.Module):
         """(B, 3, H, W) -> (B, 1 + h*(w+1), C), all images of one size."""
         b, _, height, width = pixel_values.shape
         s, p = self.patch_size, self.pool_size
-        h, w = height // (s * p), width // (s * p)
+        h, w = image_grid(height, width, s, p)  # a clear error unless both sides are multiples of s * p
         # the conv (kernel = stride = 14) as one matmul over the patches laid out in (window, position,
         # channel, row, column) order: cuDNN's strided conv took ~1 ms at 8 x 672 px on an H200, the
         # matmul ~0.05; the window layout CA1 needs falls out of the reshape
-        patches = pixel_values[:, :, : h * p * s, : w * p * s].reshape(b, 3, h, p, s, w, p, s)
+        patches = pixel_values.reshape(b, 3, h, p, s, w, p, s)
         patches = patches.permute(0, 2, 5, 3, 6, 1, 4, 7).reshape(b * h * w, p * p, 3 * s * s)
         windows = F.linear(patches, self.conv.weight.flatten(1))  # (Bhw, p*p, C): the 4 patches of a token
         c = windows.shape[-1]
