@@ -103,7 +103,8 @@ def setup(recipe: Recipe, resume: bool = False) -> Run:
     schedule = plan_schedule(recipe, batches, accelerator.num_processes)
     batches.epochs = math.ceil(schedule.total_steps * schedule.accumulation * accelerator.num_processes
                                / batches.batches_per_epoch()) or 1
-    # fused: one kernel over all parameters (on 2 CPU cores 3.7x faster than foreach for SmolLM2's 135M);
+    # fused: one kernel over all parameters (the demo-size step 1.24x faster on 2 CPU cores: bench train
+    # --optimizer, docs/benchmarks.md section 3);
     # sharded engines (FSDP's DTensors, DeepSpeed's own partitioning) keep the default implementation
     fused = accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU,
                                              DistributedType.MULTI_GPU)
