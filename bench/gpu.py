@@ -9,6 +9,8 @@ after every section, to $OUT/gpu.json when OUT is set, else runs/bench/gpu.json,
     989 TFLOP/s, H100 PCIe 756) and the measured peak of an 8192^3 bf16 matmul;
   * vision_train: PEL + projector + aligner forward+backward, 8 x 672 px, C=1024, D=4096, Ct=1024,
     9 aligner layers, bf16: ours (batched) vs the reference's per-image loop style (bench/reference_style.py);
+  * vision_profile: ours of vision_train with each way of attending over a few keys (elementwise, as
+    shipped; batched matmuls; fused SDPA), and the top kernels of a profiled step;
   * train_step: a full training step (PEL + LLM + aligner, CE + alignment loss, forward + backward) at
     7B width (D=4096, 8 layers, vocab 32000), 2 x 672 px, bf16: ours vs the reference code's path
     (per-image vision side and aligner, full-vocabulary logits; bench/train_step.py), same weights;
@@ -57,7 +59,7 @@ from bench.common import flop_counter, machine_info, matmul_peak  # noqa: E402
 from eve_vlm.config import EveConfig  # noqa: E402
 from eve_vlm.model.aligner import PatchAligner  # noqa: E402
 from eve_vlm.model.eve import EveForCausalLM  # noqa: E402
-from eve_vlm.model.patch_embed import image_grid, num_image_tokens  # noqa: E402
+from eve_vlm.model.patch_embed import FEW_KEYS, image_grid, num_image_tokens  # noqa: E402
 from eve_vlm.train.losses import AlignedEve  # noqa: E402
 from eve_vlm.train.setup import compile_layers  # noqa: E402
 
@@ -180,6 +182,60 @@ def versus_reference(plan: Plan, bench_module: str, sizes: dict, target_speedup:
 
 def section_vision_train(plan: Plan) -> dict:
     return versus_reference(plan, "bench.vision_train", plan.vision, 4.0)
+
+
+def _attend_matmul(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """`patch_embed.attend` with the few-key case as batched matmuls (an alternative, for timing)."""
+    if k.shape[-2] > FEW_KEYS:
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale)
+    weights = (q @ k.transpose(-1, -2) * scale).softmax(-1, dtype=torch.float32)
+    return weights.to(v.dtype) @ v
+
+
+def _attend_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Every attention through the fused kernel (the implementation before the elementwise few-key case)."""
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale)
+
+
+def section_vision_profile(plan: Plan, top: int = 15) -> dict:
+    """Where ours spends a vision-side training step: the same step with each way of attending over a
+    few keys (timed round-robin, 3 rounds), then the `top` kernels of the shipped one (torch.profiler,
+    self device time per step)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    import eve_vlm.model.aligner as aligner_module
+    import eve_vlm.model.patch_embed as pel_module
+    from bench import vision_train
+    from bench.common import measure
+
+    side = vision_train.build(**plan.vision, device=plan.device, dtype=plan.dtype)
+    shipped = pel_module.attend
+    variants = {"elementwise (shipped)": shipped, "batched matmuls": _attend_matmul, "fused SDPA": _attend_sdpa}
+
+    def use(fn) -> None:  # CrossAttention and PatchAligner look `attend` up in their modules
+        pel_module.attend = aligner_module.attend = fn
+
+    repeats, warmup = (2, 1) if plan.smoke else (10, 3)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    try:
+        for _ in range(1 if plan.smoke else 3):
+            for name, fn in variants.items():
+                use(fn)
+                step = lambda: vision_train.train_step(side, vision_train.ours_loss)  # noqa: E731
+                times[name].append(measure(step, repeats, warmup, plan.device)["median_s"] * 1e3)
+    finally:
+        use(shipped)
+    steps = 3
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if plan.device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            vision_train.train_step(side, vision_train.ours_loss)
+        sync(plan)
+    key = "self_device_time_total" if plan.device == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:top]
+    kernels = [{"name": e.key[:120], "ms_per_step": getattr(e, key) / 1e3 / steps, "calls_per_step": e.count / steps}
+               for e in events]
+    return {**plan.vision, "dtype": str(plan.dtype), "attend_ms": times, "profiled": key, "top": kernels}
 
 
 def estimate_layers(plan: Plan, memory_bytes: float, checkpointing: bool = True) -> int:
@@ -375,8 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: proves every section runs")
     parser.add_argument("--budget", type=float, default=440.0, help="seconds from start-up for everything")
     parser.add_argument("--layers", type=int, default=None, help="train with this many decoder layers (no search)")
-    parser.add_argument("--sections", default="device,train_nockpt,train_compiled,train_step,vision_train,inference,"
-                                               "train",
+    parser.add_argument("--sections", default="device,train_nockpt,train_compiled,train_step,vision_train,"
+                                               "vision_profile,inference,train",
                         help="comma-separated sections to run, in order")
     parser.add_argument("--output", default=None, help="JSON path (default: $OUT/gpu.json or runs/bench/gpu.json)")
     args = parser.parse_args(argv)
@@ -399,12 +455,13 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGALRM, on_alarm)
         signal.alarm(max(1, int(deadline - time.time())))
     faulthandler.dump_traceback_later(max(1.0, deadline + 40 - time.time()), exit=True)
-    needs = {"device": 20, "vision_train": 40, "train_step": 40, "train_nockpt": 150, "train_compiled": 180,
+    needs = {"device": 20, "vision_train": 40, "vision_profile": 60, "train_step": 40, "train_nockpt": 150, "train_compiled": 180,
              "train": 150,
              "inference": 60}  # seconds a section needs
     if plan.smoke:
         needs = dict.fromkeys(needs, 0.0)
     sections = {"device": lambda: section_device(plan), "vision_train": lambda: section_vision_train(plan),
+                "vision_profile": lambda: section_vision_profile(plan),
                 "train_step": lambda: section_train_step(plan),
                 "train_nockpt": lambda: section_train(plan, deadline, args.layers, checkpointing=False),
                 "train_compiled": lambda: section_train(plan, deadline, args.layers, checkpointing=False,

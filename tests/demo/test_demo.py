@@ -133,3 +133,30 @@ def test_digit_probes_run_in_every_context_and_bound_the_generated_accuracy(demo
         assert 0 <= digit_probe(str(options.output / "stage1" / "export"), context, n=4) <= 100
     with pytest.raises(ValueError, match="context"):
         digit_probe(final, "vicuna", n=4)
+
+
+@pytest.mark.parametrize(("context", "answer"), [("plain", " three"), ("chat", "3"), ("chat-caption", " three")])
+def test_digit_predictions_read_each_contexts_answer_token(demo_run, context, answer):
+    """A stand-in model that always scores one token highest: the probe must read it as the digit 3."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from eve_vlm.demo.data import MnistSource
+    from eve_vlm.demo.probe import digit_predictions
+
+    options, _ = demo_run
+    processor = EveProcessor.from_pretrained(options.output / "final")
+    favourite = processor.tokenizer(answer, add_special_tokens=False).input_ids[0]
+    prompts = []
+
+    def model(input_ids, logits_to_keep, **_):
+        prompts.append(input_ids)
+        logits = torch.zeros(len(input_ids), 1, len(processor.tokenizer))
+        logits[:, -1, favourite] = 1.0
+        return SimpleNamespace(logits=logits)
+
+    predicted, labels = digit_predictions(model, processor, context, n=7, batch_size=4)
+    assert predicted.tolist() == [3] * 7 and len(prompts) == 2
+    assert labels.tolist() == [int(MnistSource(split="test", task="qa", limit=7, seed=1)[i].messages[1]["content"])
+                               for i in range(7)]

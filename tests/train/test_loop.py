@@ -255,5 +255,6 @@ def test_compiled_layers_train_like_eager_ones_and_export_the_same_names(write_r
     compiled = export(run)
     ours, theirs = ([r["loss"] for r in _losses(path.parent)] for path in (compiled, eager))
     assert len(ours) == 3 and ours == pytest.approx(theirs, rel=1e-4)
-    assert _weights(compiled).keys() == _weights(eager).keys()
-    assert all(torch.allclose(a, _weights(eager)[k], atol=1e-5) for k, a in _weights(compiled).items())
+    compiled_weights, eager_weights = _weights(compiled), _weights(eager)
+    assert compiled_weights.keys() == eager_weights.keys()
+    assert all(torch.allclose(tensor, eager_weights[name], atol=1e-5) for name, tensor in compiled_weights.items())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -23,15 +24,25 @@ CONTEXTS = ("plain", "chat", "chat-caption")
 
 def digit_probe(path: str, context: str = "plain", n: int = 500, batch_size: int = 50) -> float:
     """Percentage of `n` MNIST test digits whose right answer scores highest among the ten."""
-    from ..assets import DIGIT_WORDS
     from ..data.processor import EveProcessor
     from ..model.eve import EveForCausalLM
+
+    predicted, labels = digit_predictions(EveForCausalLM.from_pretrained(path).eval(),
+                                          EveProcessor.from_pretrained(path), context, n, batch_size)
+    return 100 * float((predicted == labels).float().mean())
+
+
+def digit_predictions(model: Any, processor: Any, context: str, n: int,
+                      batch_size: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted digit, true digit) for the first `n` MNIST test digits (the evaluation's), in `context`.
+
+    `model(**inputs, logits_to_keep=1).logits` scores the next token; `processor` is switched to the
+    context's template."""
+    from ..assets import DIGIT_WORDS
     from .data import DIGIT_QUESTION, MnistSource
 
     if context not in CONTEXTS:
         raise ValueError(f"context={context!r}: choose one of {CONTEXTS}")
-    model = EveForCausalLM.from_pretrained(path).eval()
-    processor = EveProcessor.from_pretrained(path)
     processor.template = "plain" if context == "plain" else "chat"
     if context == "chat":
         answers = [str(d) for d in range(10)]
@@ -46,15 +57,14 @@ def digit_probe(path: str, context: str = "plain", n: int = 500, batch_size: int
         prompt = processor.apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True)
         prompt += "a handwritten digit" if context == "chat-caption" else ""
     digits = MnistSource(split="test", task="qa", limit=n, seed=1)
-    correct = 0
+    predicted, labels = [], []
     with torch.inference_mode():
         for start in range(0, len(digits), batch_size):
             samples = [digits[i] for i in range(start, min(len(digits), start + batch_size))]
             inputs = processor(text=[prompt] * len(samples), images=[s.images[0] for s in samples])
-            scores = model(**inputs, logits_to_keep=1).logits[:, -1, candidates]
-            labels = torch.tensor([int(s.messages[1]["content"]) for s in samples])
-            correct += int((scores.argmax(-1) == labels).sum())
-    return 100 * correct / len(digits)
+            predicted.append(model(**inputs, logits_to_keep=1).logits[:, -1, candidates].argmax(-1))
+            labels.append(torch.tensor([int(s.messages[1]["content"]) for s in samples]))
+    return torch.cat(predicted), torch.cat(labels)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

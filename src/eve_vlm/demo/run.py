@@ -55,14 +55,14 @@ def run_demo(options: DemoOptions) -> dict[str, float]:
         raise SystemExit(f"eve-vlm demo: no stage*.yaml recipes in {options.recipes}")
     start = time.perf_counter()
     export: Path | None = None
-    timings, recipes = {}, []
+    timings, precision = {}, {}
     for index, path in enumerate(files):
         overrides = stage_overrides(options, index, export)
         recipe = load_recipe(path, overrides)
         if options.quick:
             recipe = load_recipe(path, overrides + quick_recipe(recipe))
         print(f"\n== stage {index + 1}/{len(files)}: {recipe.name} ({recipe.max_steps} steps) ==", flush=True)
-        recipes.append(recipe)
+        precision[recipe.name] = resolve_precision(recipe.precision)
         stage_start = time.perf_counter()
         export = train(recipe, resume=options.resume)
         timings[recipe.name] = time.perf_counter() - stage_start
@@ -77,7 +77,7 @@ def run_demo(options: DemoOptions) -> dict[str, float]:
     run_info = {"train_seconds": round(train_seconds, 1),
                 "stage_seconds": {k: round(v, 1) for k, v in timings.items()},
                 "aligner": options.aligner, "quick": options.quick,
-                "precision": {recipe.name: resolve_precision(recipe.precision) for recipe in recipes}}
+                "precision": precision}
     stage_dirs = [options.output / f"stage{i + 1}" for i in range(len(files))]
     metrics = evaluate_and_report(final, stage_dirs, options.output, options.mnist_eval, options.twemoji_eval,
                                   run_info)

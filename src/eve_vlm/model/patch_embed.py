@@ -38,10 +38,10 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> t
     """softmax(q k^T * scale) v over (..., Q, d) queries and (..., K, d) keys and values.
 
     CA1 (4 keys) and the aligner (8 keys) attend over a handful of keys for thousands of queries: there
-    the products and sums are written out elementwise (softmax in fp32, as the fused kernels do): on an
-    H200, at 8 x 672 px, cuDNN's flash backward took 0.8 ms a call there and batched matmuls of
-    1 x K tiles 0.16 ms; elementwise was the fastest of the three (docs/benchmarks.md, section 6).
-    Longer contexts (CA2) go to the fused kernel. FlopCounterMode does not count elementwise work."""
+    the products and sums are written out elementwise (softmax in fp32, as the fused kernels do). A
+    vision-side training step at 8 x 672 px on an H200 took 9.4-10.2 ms so, 10.6-11.6 with batched
+    matmuls, 11.3-12.0 with the fused kernel (`bench/gpu.py --sections vision_profile`). Longer contexts
+    (CA2) go to the fused kernel. FlopCounterMode does not count elementwise work."""
     if k.shape[-2] > FEW_KEYS:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     scores = (q.unsqueeze(-2) * k.unsqueeze(-3)).sum(-1) * scale  # (..., Q, K)
@@ -111,8 +111,8 @@ class PatchEmbed(nn.Module):
         s, p = self.patch_size, self.pool_size
         h, w = image_grid(height, width, s, p)  # a clear error unless both sides are multiples of s * p
         # the conv (kernel = stride = 14) as one matmul over the patches laid out in (window, position,
-        # channel, row, column) order: cuDNN's strided conv took ~1 ms at 8 x 672 px on an H200, the
-        # matmul ~0.05; the window layout CA1 needs falls out of the reshape
+        # channel, row, column) order: the window layout CA1 needs falls out of the reshape (cuDNN's
+        # strided conv took ~1 ms at 8 x 672 px on an H200, docs/benchmarks.md section 6)
         patches = pixel_values.reshape(b, 3, h, p, s, w, p, s)
         patches = patches.permute(0, 2, 5, 3, 6, 1, 4, 7).reshape(b * h * w, p * p, 3 * s * s)
         windows = F.linear(patches, self.conv.weight.flatten(1))  # (Bhw, p*p, C): the 4 patches of a token
