@@ -121,8 +121,8 @@ def setup(recipe: Recipe, resume: bool = False) -> Run:
     # once per process), and saved with the checkpoints
     stage, optimizer = accelerator.prepare(stage, optimizer)
     accelerator.register_for_checkpointing(scheduler)
-    if teacher is not None:
-        teacher.to(accelerator.device)
+    if teacher is not None:  # frozen and never saved: it runs in bf16 when the stage does
+        teacher.to(accelerator.device, torch.bfloat16 if precision == "bf16" else None)
     run = Run(recipe, accelerator, stage, processor, teacher, optimizer, scheduler, None, schedule,  # type: ignore[arg-type]
               output_dir, skips=batches.skip_policy)
     if recipe.teacher_cache is not None and teacher is not None:

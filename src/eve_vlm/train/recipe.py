@@ -54,6 +54,11 @@ class TeacherSpec:
     pad_to_square: bool = False
     """Pad to image_size x image_size and keep the valid patches (the paper's CLIP), instead of
     running at the exact size with interpolated position embeddings."""
+    scale: int = 1
+    """The teacher sees scale x scale patches per EVE token (the image at `scale` times the paper's
+    teacher resolution) and its features are average-pooled back onto the EVE grid. Not in the paper
+    (1 there: CLIP at 336 px matches a 672-px EVE grid patch for token); for tiny images, such as the
+    demo's 56-px digits, where scale 1 gives the teacher 2 x 2 patches of the whole image."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,8 @@ class Recipe:
             raise RecipeError("optim.lr.aligner is set but there is no teacher (or align_weight is 0)")
         if self.teacher_cache is not None and not self.aligning:
             raise RecipeError("teacher_cache is set but there is no teacher (or align_weight is 0)")
+        if self.teacher is not None and self.teacher.scale < 1:
+            raise RecipeError(f"teacher.scale={self.teacher.scale} must be an integer >= 1")
 
     @property
     def aligning(self) -> bool:

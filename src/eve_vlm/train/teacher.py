@@ -43,13 +43,14 @@ class TeacherInput:
     std: tuple[float, float, float]
     image_size: int
     pad_to_square: bool
+    scale: int = 1
 
     def __call__(self, image: Image.Image, grid: tuple[int, int]) -> torch.Tensor:
-        """Resize so the teacher sees `grid` (rows, cols) patches; normalise; pad if asked."""
+        """Resize so the teacher sees `grid` (rows, cols) x `scale` patches; normalise; pad if asked."""
         rows, cols = grid
-        height, width = rows * self.patch_size, cols * self.patch_size
+        height, width = rows * self.scale * self.patch_size, cols * self.scale * self.patch_size
         if self.pad_to_square and max(height, width) > self.image_size:
-            raise ValueError(f"teacher grid {rows}x{cols} exceeds its {self.image_size} px canvas")
+            raise ValueError(f"teacher grid {rows}x{cols} (x{self.scale}) exceeds its {self.image_size} px canvas")
         resized = image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
         pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
         pixels = (pixels - torch.tensor(self.mean).view(3, 1, 1)) / torch.tensor(self.std).view(3, 1, 1)
@@ -64,12 +65,13 @@ class VisionTeacher(nn.Module):
     """Frozen vision encoder -> patch features on the EVE grid."""
 
     def __init__(self, encoder: nn.Module, layer: int, patch_size: int, mean: Sequence[float],
-                 std: Sequence[float], image_size: int, pad_to_square: bool) -> None:
+                 std: Sequence[float], image_size: int, pad_to_square: bool, scale: int = 1) -> None:
         super().__init__()
         self.encoder = encoder.eval().requires_grad_(False)
         self.layer = layer
         self.patch_size = patch_size
-        self.transform = TeacherInput(patch_size, tuple(mean), tuple(std), image_size, pad_to_square)
+        self.scale = scale
+        self.transform = TeacherInput(patch_size, tuple(mean), tuple(std), image_size, pad_to_square, scale)
         self._interpolate = "interpolate_pos_encoding" in inspect.signature(encoder.forward).parameters
         super().train(False)
 
@@ -90,9 +92,9 @@ class VisionTeacher(nn.Module):
         if mean is None or std is None:
             mean, std = _default_normalisation(path, config.model_type)
         patch_size = getattr(encoder.config, "patch_size", spec.patch_size)
-        logger.info("teacher %s (%s): layer %d, %d px, patch %d", spec.path, config.model_type, spec.layer,
-                    spec.image_size, patch_size)
-        return cls(encoder, spec.layer, patch_size, mean, std, spec.image_size, spec.pad_to_square)
+        logger.info("teacher %s (%s): layer %d, %d px, patch %d, scale %d", spec.path, config.model_type,
+                    spec.layer, spec.image_size, patch_size, spec.scale)
+        return cls(encoder, spec.layer, patch_size, mean, std, spec.image_size, spec.pad_to_square, spec.scale)
 
     def train(self, mode: bool = True) -> VisionTeacher:  # the teacher never leaves eval mode
         return super().train(False)
@@ -101,7 +103,9 @@ class VisionTeacher(nn.Module):
     @torch.no_grad()
     def forward(self, pixel_values: torch.Tensor | Sequence[torch.Tensor],
                 grids: Sequence[tuple[int, int]]) -> torch.Tensor:
-        """Teacher pixels (one per image) -> (sum of rows*cols, Ct), images in order, row-major."""
+        """Teacher pixels (one per image) -> (sum of rows*cols, Ct), images in order, row-major.
+
+        `grids` are EVE grids; with `scale` s the teacher's s x s patches of each cell are averaged."""
         images = list(pixel_values.unbind(0)) if isinstance(pixel_values, torch.Tensor) else list(pixel_values)
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
@@ -110,9 +114,11 @@ class VisionTeacher(nn.Module):
         for indices in by_size.values():
             batch = torch.stack([images[i] for i in indices])
             grid = self._features(batch)  # (B, Gh, Gw, Ct)
+            s = self.scale
             for i, feature in zip(indices, grid):
                 rows, cols = grids[i]
-                features[i] = feature[:rows, :cols].reshape(rows * cols, -1)
+                cells = feature[:rows * s, :cols * s].reshape(rows, s, cols, s, -1)
+                features[i] = (cells.mean(dim=(1, 3)) if s > 1 else cells).reshape(rows * cols, -1)
         return torch.cat(features)  # type: ignore[arg-type]
 
     def _features(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -160,7 +166,7 @@ class TeacherCache:
     @classmethod
     def for_teacher(cls, directory: str | Path, spec: TeacherSpec) -> TeacherCache:
         path = os.path.abspath(spec.path) if Path(spec.path).exists() else spec.path
-        return cls(directory, f"{path}|layer={spec.layer}")
+        return cls(directory, f"{path}|layer={spec.layer}|scale={spec.scale}")
 
     def key(self, pixels: torch.Tensor, grid: tuple[int, int]) -> str:
         digest = hashlib.sha256(f"{self.identity}|grid={tuple(grid)}|{pixels.dtype}|{tuple(pixels.shape)}".encode())
