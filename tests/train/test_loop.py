@@ -74,6 +74,24 @@ def test_bf16_stage_trains_fp32_master_weights(write_recipe):
     assert len(losses) == 4 and all(0 < loss < 100 for loss in losses)
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_a_frozen_llm_is_stored_in_bf16_on_cpu_and_exported_in_fp32(write_recipe, tied):
+    fp32 = train(load_recipe(write_recipe("fp32.yaml", max_steps=2, model__text_config__tie_word_embeddings=tied)))
+    run = setup(load_recipe(write_recipe("bf16.yaml", max_steps=2, precision="bf16",
+                                         model__text_config__tie_word_embeddings=tied)))
+    stage = run.accelerator.unwrap_model(run.stage)
+    assert {p.dtype for p in stage.model.language_model.parameters()} == {torch.bfloat16}  # frozen in stage 1
+    assert {p.dtype for p in stage.model.patch_embed.parameters()} == {torch.float32}  # trained: fp32 masters
+    fit(run)
+    exported, reference = _weights(export(run)), _weights(fp32)
+    llm = [k for k in reference if k.startswith("language_model.")]
+    assert llm and all(exported[k].dtype == torch.float32 and torch.equal(exported[k], reference[k]) for k in llm)
+    model = EveForCausalLM.from_pretrained(run.output_dir / "export")
+    assert model.get_output_embeddings().weight.dtype == torch.float32
+    if tied:
+        assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+
+
 def test_export_holds_no_teacher_and_keeps_the_aligner_beside_it(write_recipe):
     recipe = load_recipe(write_recipe(max_steps=2))
     out = train(recipe)

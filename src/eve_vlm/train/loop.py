@@ -74,6 +74,8 @@ class Run:
     teacher_cache: TeacherCache | None = None
     nonfinite_steps: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    frozen_fp32: dict[str, torch.Tensor] = field(default_factory=dict)
+    """The fp32 values of parameters stored in bf16 for this stage (`frozen_to_bf16`), for the export."""
 
 
 def setup(recipe: Recipe, resume: bool = False) -> Run:
@@ -114,6 +116,8 @@ def setup(recipe: Recipe, resume: bool = False) -> Run:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(schedule, recipe.optim.schedule, recipe.optim.min_lr_ratio))
     stage = AlignedEve(model, aligner if teacher is not None else None, recipe.align_weight, recipe.ce_average)
+    frozen_fp32 = (frozen_to_bf16(stage) if precision == "bf16" and accelerator.device.type == "cpu"
+                   and recipe.lora is None else {})
     if accelerator.distributed_type == DistributedType.DEEPSPEED:  # no dataloader is prepared: say the size
         accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = recipe.micro_batch
     accelerator.gradient_accumulation_steps = schedule.accumulation
@@ -124,7 +128,7 @@ def setup(recipe: Recipe, resume: bool = False) -> Run:
     if teacher is not None:  # frozen and never saved: it runs in bf16 when the stage does
         teacher.to(accelerator.device, torch.bfloat16 if precision == "bf16" else None)
     run = Run(recipe, accelerator, stage, processor, teacher, optimizer, scheduler, None, schedule,  # type: ignore[arg-type]
-              output_dir, skips=batches.skip_policy)
+              output_dir, skips=batches.skip_policy, frozen_fp32=frozen_fp32)
     if recipe.teacher_cache is not None and teacher is not None:
         run.teacher_cache = TeacherCache.for_teacher(recipe.teacher_cache, recipe.teacher)  # type: ignore[arg-type]
     if resume:
@@ -403,6 +407,7 @@ def export(run: Run) -> Path:
     tmp = run.output_dir / (EXPORT + ".tmp")
     state = acc.get_state_dict(run.stage)  # gathers shards under FSDP / ZeRO-3
     state = {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()}  # DTensors
+    state.update(run.frozen_fp32)  # frozen weights leave as they came, not rounded to bf16
     stage: AlignedEve = acc.unwrap_model(run.stage)
     if acc.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -496,6 +501,24 @@ def _to(value: Any, device: torch.device) -> Any:
     if isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
         return [v.to(device, non_blocking=True) for v in value]
     return value
+
+
+def frozen_to_bf16(stage: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Store the stage's frozen floating-point parameters in bf16; return their fp32 values by name.
+
+    For bf16 autocast on a CPU: autocast casts every weight to bf16 at every use and caches only the
+    casts of trainable ones, so a frozen LLM (stage 1) was re-cast in each step. The fp32 values are
+    kept (host memory: 1.5x the frozen part) so that the export writes them exactly as they came."""
+    originals: dict[str, torch.Tensor] = {}
+    by_param: dict[torch.nn.Parameter, torch.Tensor] = {}
+    for name, param in stage.named_parameters(remove_duplicate=False):  # tied weights under each name
+        if not param.requires_grad and param.dtype == torch.float32:
+            if param not in by_param:
+                by_param[param] = param.detach().clone()
+            originals[name] = by_param[param]
+    for param in by_param:
+        param.data = param.data.to(torch.bfloat16)
+    return originals
 
 
 def _allow_new_precision(precision: str) -> None:
