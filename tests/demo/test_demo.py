@@ -160,3 +160,31 @@ def test_digit_predictions_read_each_contexts_answer_token(demo_run, context, an
     assert predicted.tolist() == [3] * 7 and len(prompts) == 2
     assert labels.tolist() == [int(MnistSource(split="test", task="qa", limit=7, seed=1)[i].messages[1]["content"])
                                for i in range(7)]
+
+
+def test_the_linear_probe_learns_from_pixels_and_not_from_constants():
+    import numpy as np
+    import torch
+
+    from eve_vlm.demo.probe import linear_probe
+
+    def pixels(images):  # 14x14 grey levels of each digit
+        return torch.stack([torch.from_numpy(np.asarray(im.convert("L").resize((14, 14)), dtype=np.float32))
+                            for im in images])
+
+    assert linear_probe(pixels, n=100, n_train=400) > 60  # chance is 10%
+    assert linear_probe(lambda images: torch.ones(len(images), 3), n=100, n_train=400) < 30
+
+
+def test_the_linear_probe_reads_the_models_visual_tokens_and_the_teachers_features(demo_run, teacher_path):
+    from eve_vlm.demo.data import MnistSource
+    from eve_vlm.demo.probe import main, teacher_features, visual_token_features
+
+    options, _ = demo_run
+    images = [MnistSource(split="test", limit=3)[i].images[0] for i in range(3)]
+    model = EveForCausalLM.from_pretrained(options.output / "final")
+    tokens = model.num_image_tokens(56, 56)
+    assert visual_token_features(str(options.output / "final"))(images).shape == (3, tokens, model.config.hidden_size)
+    assert teacher_features(teacher_path, scale=2)(images).shape == (3, 4 * 16)  # 2x2 cells of the tiny teacher
+    with pytest.raises(SystemExit):
+        main([str(options.output / "final"), "--teacher", teacher_path])  # one or the other

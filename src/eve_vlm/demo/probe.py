@@ -9,6 +9,16 @@ at the answer's first token (what stage 3 learns and the demo's evaluation asks)
 image as the user's turn and "a handwritten digit ___" as the assistant's, over the digit words (the
 caption inside the chat template: tells the context apart from the task). One forward pass per
 batch, no generation: seconds for 500 digits.
+
+Two diagnostics tell the features apart from the LLM's reading of them (a softmax regression fitted on
+3,000 MNIST training digits, scored on the same test digits):
+
+    python -m eve_vlm.demo.probe runs/demo/stage1/export --context linear      # on the visual tokens
+    python -m eve_vlm.demo.probe --teacher dinov2-small --teacher-scale 2       # on the teacher's features
+
+When the visual tokens separate the digits far better than the LLM names them, the reading is the
+bottleneck; when the teacher's features separate them better than the visual tokens, the teacher
+has more to give.
 """
 
 from __future__ import annotations
@@ -20,6 +30,8 @@ from typing import Any
 import torch
 
 CONTEXTS = ("plain", "chat", "chat-caption")
+LINEAR_TRAIN = 3000
+"""MNIST training digits the linear probes fit on."""
 
 
 def digit_probe(path: str, context: str = "plain", n: int = 500, batch_size: int = 50) -> float:
@@ -67,14 +79,83 @@ def digit_predictions(model: Any, processor: Any, context: str, n: int,
     return torch.cat(predicted), torch.cat(labels)
 
 
+def linear_probe(features: Any, n: int = 500, n_train: int = LINEAR_TRAIN, batch_size: int = 100) -> float:
+    """Percentage of `n` MNIST test digits a softmax regression on `features(images) -> (N, F)` gets
+    right, fitted (L-BFGS, L2 1e-3, standardised features) on `n_train` training digits."""
+    from .data import MnistSource
+
+    def encode(split: str, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        digits = MnistSource(split=split, task="qa", limit=count, seed=seed)
+        xs, ys = [], []
+        with torch.inference_mode():
+            for start in range(0, len(digits), batch_size):
+                samples = [digits[i] for i in range(start, min(len(digits), start + batch_size))]
+                xs.append(features([s.images[0] for s in samples]).flatten(1).float())
+                ys.append(torch.tensor([int(s.messages[1]["content"]) for s in samples]))
+        return torch.cat(xs), torch.cat(ys)
+
+    x_train, y_train = encode("train", n_train, seed=3)
+    x_test, y_test = encode("test", n, seed=1)  # the evaluation's digits
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    weight = torch.zeros(x_train.shape[1], 10, requires_grad=True)
+    bias = torch.zeros(10, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=200)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x_train @ weight + bias, y_train) + 1e-3 * weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return 100 * float(((x_test @ weight + bias).argmax(-1) == y_test).float().mean())
+
+
+def visual_token_features(path: str) -> Any:
+    """images -> (N, tokens * D): a demo model's visual tokens (PEL + projector), as the LLM receives them."""
+    from ..data.processor import EveProcessor
+    from ..model.eve import EveForCausalLM
+
+    model, processor = EveForCausalLM.from_pretrained(path).eval(), EveProcessor.from_pretrained(path)
+    return lambda images: torch.stack(model.get_image_features(torch.stack(processor.process_images(images))))
+
+
+def teacher_features(path: str, scale: int, image_size: int = 56, token_pixels: int = 28) -> Any:
+    """images -> (N, cells * Ct): the aligner's targets for the demo's digits (a `image_size` px image,
+    `token_pixels` px per EVE token), from the teacher at `path` with `scale`."""
+    from ..train.recipe import TeacherSpec
+    from ..train.teacher import VisionTeacher
+
+    teacher = VisionTeacher.from_spec(TeacherSpec(path, layer=-1, image_size=224, scale=scale))
+    grid = (image_size // token_pixels, image_size // token_pixels)
+    return lambda images: teacher(torch.stack([teacher.transform(image, grid) for image in images]),
+                                  [grid] * len(images)).view(len(images), -1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eve_vlm.demo.probe", description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="a demo model folder (a stage's export or runs/demo/final)")
-    parser.add_argument("--context", choices=CONTEXTS, default="plain")
+    parser.add_argument("model", nargs="?", help="a demo model folder (a stage's export or runs/demo/final)")
+    parser.add_argument("--context", choices=(*CONTEXTS, "linear"), default="plain",
+                        help="linear: a softmax regression on the model's visual tokens")
+    parser.add_argument("--teacher", help="instead of a model: a softmax regression on this teacher's features")
+    parser.add_argument("--teacher-scale", type=int, default=1, help="the teacher's scale (see TeacherSpec)")
     parser.add_argument("-n", type=int, default=500, help="MNIST test digits")
     args = parser.parse_args(argv)
-    print(f"{args.model}: {args.context} digit probe {digit_probe(args.model, args.context, args.n):.1f}% "
-          f"on {args.n} MNIST test digits")
+    if (args.model is None) == (args.teacher is None):
+        parser.error("give a model folder or --teacher, not both")
+    if args.teacher is not None:
+        accuracy = linear_probe(teacher_features(args.teacher, args.teacher_scale), args.n)
+        print(f"{args.teacher} at scale {args.teacher_scale}: linear probe {accuracy:.1f}% on {args.n} MNIST test "
+              f"digits ({LINEAR_TRAIN} training digits)")
+    elif args.context == "linear":
+        accuracy = linear_probe(visual_token_features(args.model), args.n)
+        print(f"{args.model}: linear probe on the visual tokens {accuracy:.1f}% on {args.n} MNIST test digits "
+              f"({LINEAR_TRAIN} training digits)")
+    else:
+        print(f"{args.model}: {args.context} digit probe {digit_probe(args.model, args.context, args.n):.1f}% "
+              f"on {args.n} MNIST test digits")
     return 0
 
 
