@@ -148,29 +148,34 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(write
 
 
 # --- a full disk ------------------------------------------------------------------------------------------
-def disk_full_on(call: int):
-    """A stand-in for safetensors' save_file: the `call`-th write starts, then the disk is full."""
+def disk_full_on(call: int, raises: str = "os"):
+    """A stand-in for safetensors' save_file: the `call`-th write starts, then the disk is full (an
+    OSError, or the SafetensorError that safetensors itself raises for it)."""
     calls = {"n": 0}
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     def save(tensors, filename, metadata=None):
         calls["n"] += 1
         if calls["n"] == call:
             Path(filename).write_bytes(b"\0" * 100)  # what a write cut short by ENOSPC leaves
+            if raises == "safetensors":
+                raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
             raise OSError(errno.ENOSPC, "No space left on device")
         return save_file(tensors, filename, metadata=metadata)
     return save
 
 
-def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(write_recipe, monkeypatch):
+@pytest.mark.parametrize("raises", ["os", "safetensors"])
+def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(write_recipe, monkeypatch, raises):
     import accelerate.utils.other
 
     path = write_recipe("full.yaml", max_steps=5, checkpoint_every=1, keep_checkpoints=2)
-    monkeypatch.setattr(accelerate.utils.other, "safe_save_file", disk_full_on(3))
-    with pytest.raises(OSError, match=r"could not write checkpoint \S+step-00000003 \(No space left on device\); "
+    monkeypatch.setattr(accelerate.utils.other, "safe_save_file", disk_full_on(3, raises))
+    with pytest.raises(OSError, match=r"could not write checkpoint \S+step-00000003 \(.*No space left on device.*\); "
                                       r"the last complete checkpoint \S+step-00000002 is intact") as info:
         train(load_recipe(path))
-    assert info.value.errno == errno.ENOSPC
+    assert info.value.errno == (errno.ENOSPC if raises == "os" else None)
     root = Path(load_recipe(path).output_dir) / CHECKPOINTS
     assert sorted(p.name for p in root.iterdir()) == ["step-00000001", "step-00000002"]  # no half-written step 3
     assert check_checkpoints(root) == [1, 2]
@@ -181,7 +186,8 @@ def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(write_recipe, m
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=1e-6, msg=name)
 
 
-def test_full_disk_while_exporting_keeps_the_previous_export(write_recipe, monkeypatch):
+@pytest.mark.parametrize("raises", ["os", "safetensors"])
+def test_full_disk_while_exporting_keeps_the_previous_export(write_recipe, monkeypatch, raises):
     import transformers.modeling_utils
 
     recipe = load_recipe(write_recipe("export.yaml", max_steps=2))
@@ -191,8 +197,8 @@ def test_full_disk_while_exporting_keeps_the_previous_export(write_recipe, monke
     before = load_file(str(target / "model.safetensors"))
     with torch.no_grad():  # the next export would differ
         next(run.accelerator.unwrap_model(run.stage).model.patch_embed.parameters()).add_(1.0)
-    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", disk_full_on(1))
-    with pytest.raises(OSError, match=r"could not write the export \S+export \(No space left on device\); "
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", disk_full_on(1, raises))
+    with pytest.raises(OSError, match=r"could not write the export \S+export \(.*No space left on device.*\); "
                                       r"the previous export is intact"):
         export(run)
     after = load_file(str(target / "model.safetensors"))

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
+from safetensors import SafetensorError
 from torch.utils.data import DataLoader
 
 from ..data.pipeline import SkipPolicy
@@ -282,6 +283,15 @@ def _progress(run: Run) -> Any:
 
 
 # --- checkpoints -------------------------------------------------------------------------------------
+WRITE_ERRORS = (OSError, SafetensorError)
+"""What a failed write raises: safetensors reports a full disk as its own error ("Error while serializing:
+I/O error: No space left on device (os error 28)"), not as an OSError."""
+
+
+def _why(error: Exception) -> str:
+    return getattr(error, "strerror", None) or str(error)
+
+
 def save_checkpoint(run: Run) -> Path:
     """Write aside (`step-N.tmp`), sync, mark complete (the state file), then rename.
 
@@ -304,10 +314,10 @@ def save_checkpoint(run: Run) -> Path:
                      "history": run.history}
             _sync_files(tmp)
             _write_synced(tmp / STATE_FILE, json.dumps(state))
-    except OSError as e:
+    except WRITE_ERRORS as e:
         shutil.rmtree(tmp, ignore_errors=True)
         kept = complete_checkpoints(root)
-        raise OSError(e.errno, f"could not write checkpoint {final} ({e.strerror or e}); "
+        raise OSError(getattr(e, "errno", None), f"could not write checkpoint {final} ({_why(e)}); "
                                + (f"the last complete checkpoint {kept[-1]} is intact" if kept else
                                   "there is no earlier checkpoint")) from e
     if acc.is_main_process:
@@ -423,9 +433,9 @@ def export(run: Run) -> Path:
                 aligner_state = {k[len("aligner."):]: v for k, v in state.items() if k.startswith("aligner.")}
                 stage.aligner.save_pretrained(tmp / ALIGNER_DIR, state_dict=aligner_state)
             _sync_files(tmp)
-        except OSError as e:
+        except WRITE_ERRORS as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise OSError(e.errno, f"could not write the export {target} ({e.strerror or e}); "
+            raise OSError(getattr(e, "errno", None), f"could not write the export {target} ({_why(e)}); "
                                    + ("the previous export is intact" if target.exists() else
                                       "the checkpoints are intact")) from e
         _replace_dir(tmp, target)
