@@ -163,16 +163,11 @@ def test_digit_predictions_read_each_contexts_answer_token(demo_run, context, an
 
 
 def test_the_linear_probe_learns_from_pixels_and_not_from_constants():
-    import numpy as np
     import torch
 
-    from eve_vlm.demo.probe import linear_probe
+    from eve_vlm.demo.probe import linear_probe, pixel_features
 
-    def pixels(images):  # 14x14 grey levels of each digit
-        return torch.stack([torch.from_numpy(np.asarray(im.convert("L").resize((14, 14)), dtype=np.float32))
-                            for im in images])
-
-    assert linear_probe(pixels, n=100, n_train=400) > 60  # chance is 10%
+    assert linear_probe(pixel_features, n=100, n_train=400) > 60  # chance is 10%
     assert linear_probe(lambda images: torch.ones(len(images), 3), n=100, n_train=400) < 30
 
 
@@ -186,5 +181,6 @@ def test_the_linear_probe_reads_the_models_visual_tokens_and_the_teachers_featur
     tokens = model.num_image_tokens(56, 56)
     assert visual_token_features(str(options.output / "final"))(images).shape == (3, tokens, model.config.hidden_size)
     assert teacher_features(teacher_path, scale=2)(images).shape == (3, 4 * 16)  # 2x2 cells of the tiny teacher
-    with pytest.raises(SystemExit):
-        main([str(options.output / "final"), "--teacher", teacher_path])  # one or the other
+    for both in ([str(options.output / "final"), "--teacher", teacher_path], ["--pixels", "--teacher", teacher_path], []):
+        with pytest.raises(SystemExit):
+            main(both)  # exactly one of a model, a teacher, the pixels

@@ -15,6 +15,7 @@ Two diagnostics tell the features apart from the LLM's reading of them (a softma
 
     python -m eve_vlm.demo.probe runs/demo/stage1/export --context linear      # on the visual tokens
     python -m eve_vlm.demo.probe --teacher dinov2-small --teacher-scale 2       # on the teacher's features
+    python -m eve_vlm.demo.probe --pixels                                       # on the 28x28 pixels
 
 When the visual tokens separate the digits far better than the LLM names them, the reading is the
 bottleneck; when the teacher's features separate them better than the visual tokens, the teacher
@@ -134,6 +135,14 @@ def teacher_features(path: str, scale: int, image_size: int = 56, token_pixels: 
                                   [grid] * len(images)).view(len(images), -1)
 
 
+def pixel_features(images: Sequence[Any]) -> torch.Tensor:
+    """images -> (N, 784): each digit's 28 x 28 grey levels (the floor that learned features should beat)."""
+    import numpy as np
+
+    return torch.stack([torch.from_numpy(np.asarray(image.convert("L").resize((28, 28)), dtype=np.float32))
+                        for image in images])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eve_vlm.demo.probe", description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", help="a demo model folder (a stage's export or runs/demo/final)")
@@ -141,11 +150,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="linear: a softmax regression on the model's visual tokens")
     parser.add_argument("--teacher", help="instead of a model: a softmax regression on this teacher's features")
     parser.add_argument("--teacher-scale", type=int, default=1, help="the teacher's scale (see TeacherSpec)")
+    parser.add_argument("--pixels", action="store_true", help="instead of a model: a softmax regression on the pixels")
     parser.add_argument("-n", type=int, default=500, help="MNIST test digits")
     args = parser.parse_args(argv)
-    if (args.model is None) == (args.teacher is None):
-        parser.error("give a model folder or --teacher, not both")
-    if args.teacher is not None:
+    if sum((args.model is not None, args.teacher is not None, args.pixels)) != 1:
+        parser.error("give one of: a model folder, --teacher, --pixels")
+    if args.pixels:
+        print(f"pixels: linear probe {linear_probe(pixel_features, args.n):.1f}% on {args.n} MNIST test digits "
+              f"({LINEAR_TRAIN} training digits)")
+    elif args.teacher is not None:
         accuracy = linear_probe(teacher_features(args.teacher, args.teacher_scale), args.n)
         print(f"{args.teacher} at scale {args.teacher_scale}: linear probe {accuracy:.1f}% on {args.n} MNIST test "
               f"digits ({LINEAR_TRAIN} training digits)")
