@@ -517,8 +517,9 @@ def frozen_to_bf16(stage: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Store the stage's frozen floating-point parameters in bf16; return their fp32 values by name.
 
     For bf16 autocast on a CPU: autocast casts every weight to bf16 at every use and caches only the
-    casts of trainable ones, so a frozen LLM (stage 1) was re-cast in each step. The fp32 values are
-    kept (host memory: 1.5x the frozen part) so that the export writes them exactly as they came."""
+    casts of trainable ones, so a frozen LLM (stage 1) was re-cast in each step. The frozen LLM then runs
+    as a bf16 model does (its residual stream in bf16, as in bf16 inference). The fp32 values are kept
+    (host memory: 1.5x the frozen part) so that the export writes them exactly as they came."""
     originals: dict[str, torch.Tensor] = {}
     by_param: dict[torch.nn.Parameter, torch.Tensor] = {}
     for name, param in stage.named_parameters(remove_duplicate=False):  # tied weights under each name
