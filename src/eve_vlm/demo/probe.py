@@ -155,20 +155,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if sum((args.model is not None, args.teacher is not None, args.pixels)) != 1:
         parser.error("give one of: a model folder, --teacher, --pixels")
-    if args.pixels:
-        print(f"pixels: linear probe {linear_probe(pixel_features, args.n):.1f}% on {args.n} MNIST test digits "
-              f"({LINEAR_TRAIN} training digits)")
-    elif args.teacher is not None:
-        accuracy = linear_probe(teacher_features(args.teacher, args.teacher_scale), args.n)
-        print(f"{args.teacher} at scale {args.teacher_scale}: linear probe {accuracy:.1f}% on {args.n} MNIST test "
-              f"digits ({LINEAR_TRAIN} training digits)")
-    elif args.context == "linear":
-        accuracy = linear_probe(visual_token_features(args.model), args.n)
-        print(f"{args.model}: linear probe on the visual tokens {accuracy:.1f}% on {args.n} MNIST test digits "
-              f"({LINEAR_TRAIN} training digits)")
-    else:
+    if args.model is not None and args.context != "linear":
         print(f"{args.model}: {args.context} digit probe {digit_probe(args.model, args.context, args.n):.1f}% "
               f"on {args.n} MNIST test digits")
+        return 0
+    if args.pixels:
+        what, features = "pixels", pixel_features
+    elif args.teacher is not None:
+        what, features = f"{args.teacher} at scale {args.teacher_scale}", teacher_features(args.teacher,
+                                                                                            args.teacher_scale)
+    else:
+        what, features = f"{args.model}, visual tokens", visual_token_features(args.model)
+    print(f"{what}: linear probe {linear_probe(features, args.n):.1f}% on {args.n} MNIST test digits "
+          f"({LINEAR_TRAIN} training digits)")
     return 0
 
 
