@@ -109,6 +109,24 @@ def test_mnist_multi_turn_conversations_hold_the_same_digits_in_order():
         MnistSource(task="qa", turns=0)
 
 
+def test_twemoji_multi_turn_conversations_hold_the_same_emoji_in_order():
+    from eve_vlm.demo.data import EMOJI_QUESTION, TwemojiSource
+
+    single = TwemojiSource(split="heldout", task="qa", limit=7, seed=3)
+    turns = TwemojiSource(split="heldout", task="qa", limit=7, seed=3, turns=3)
+    assert len(turns) == 2  # 7 emoji -> two whole conversations of 3
+    sample = turns[1]
+    assert len(sample.images) == 3 and len(sample.messages) == 6
+    for k in range(3):
+        assert sample.messages[2 * k]["content"] == [{"type": "image"}, {"type": "text", "text": EMOJI_QUESTION}]
+        assert sample.messages[2 * k + 1] == single[3 + k].messages[1]
+        assert list(sample.images[k].getdata()) == list(single[3 + k].images[0].getdata())
+    # the length estimate covers the conversation's names, so length grouping sees whole conversations
+    assert turns.text_length(1) == sum(single.text_length(i) for i in (3, 4, 5))
+    with pytest.raises(ValueError, match="twemoji turns"):
+        TwemojiSource(task="qa", turns=0)
+
+
 def test_a_multi_turn_conversation_trains_every_answer():
     from eve_vlm.demo.data import MnistSource
     from eve_vlm.testing import tiny_model_and_processor
