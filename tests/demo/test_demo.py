@@ -41,12 +41,15 @@ def test_demo_writes_every_artifact_and_they_load(demo_run):
     assert 0 <= saved["mnist_accuracy"] <= 100 and 0 <= saved["twemoji_token_f1"] <= 100
     assert saved == metrics
     assert set(saved["precision"]) == set(saved["stage_seconds"]) and set(saved["precision"].values()) <= {"bf16", "no"}
+    # evaluated in the precision the last stage trained in, and the report says so
+    assert saved["eval_dtype"] == {"bf16": "bfloat16", "no": "float32"}[list(saved["precision"].values())[-1]]
     model = EveForCausalLM.from_pretrained(out / "final")
     processor = EveProcessor.from_pretrained(out / "final")
     assert processor.template == "chat" and model.config.projector_norm
     assert not (out / "final" / "aligner").exists()  # the inference model only
     report = (out / "report.md").read_text()
     assert "MNIST test digits" in report and "loss_curves.png" in report
+    assert f"evaluated in {saved['eval_dtype']}" in report
     for stage in ("stage1", "stage2", "stage3"):
         assert (out / stage / "export" / "model.safetensors").exists()
         assert len((out / stage / "metrics.jsonl").read_text().splitlines()) == 2
@@ -107,6 +110,15 @@ def test_mnist_multi_turn_conversations_hold_the_same_digits_in_order():
         [MnistSource(split="test", task="caption", limit=9, seed=1)[i].messages[1]["content"] for i in (6, 7, 8)]
     with pytest.raises(ValueError, match="turns"):
         MnistSource(task="qa", turns=0)
+
+
+def test_the_evaluation_dtype_follows_the_last_stage_unless_asked():
+    from eve_vlm.demo.run import resolve_eval_dtype
+
+    assert resolve_eval_dtype("auto", "bf16") == "bfloat16"
+    assert resolve_eval_dtype("auto", "fp16") == "float16"
+    assert resolve_eval_dtype("auto", "no") == "float32"
+    assert resolve_eval_dtype("float32", "bf16") == "float32"
 
 
 def test_twemoji_multi_turn_conversations_hold_the_same_emoji_in_order():

@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 def evaluate_and_report(final: Path, stage_dirs: list[Path], output: Path, mnist: int, twemoji: int,
                         run_info: dict[str, Any]) -> dict[str, Any]:
-    model, processor = load_model(final)
+    model, processor = load_model(final, dtype=run_info.get("eval_dtype", "auto"))
     answers = answer_heldout(Generator(model, processor), mnist, twemoji)
     metrics: dict[str, Any] = {**score(answers), **run_info}
     table = results_table(metrics)
@@ -110,7 +110,7 @@ def write_report(path: Path, table: str, metrics: dict[str, Any], curves: Path |
              "MNIST digits and Twemoji on this machine's CPU, evaluated on held-out images it never saw.", "",
              table, "",
              f"Aligner (PAL) loss: {'on' if metrics.get('aligner') else 'off'}; quick: {metrics.get('quick')}; "
-             f"precision: {metrics.get('precision')}; "
+             f"precision: {metrics.get('precision')}, evaluated in {metrics.get('eval_dtype')}; "
              f"training time: {metrics.get('train_seconds')} s {metrics.get('stage_seconds')}.", ""]
     if curves:
         lines += ["## Loss curves", "", f"![loss curves]({curves.name})", ""]
