@@ -112,6 +112,21 @@ def test_mnist_multi_turn_conversations_hold_the_same_digits_in_order():
         MnistSource(task="qa", turns=0)
 
 
+def test_a_saved_model_is_re_evaluated_alone_in_either_dtype(demo_run, capsys):
+    from eve_vlm.demo.evaluate import main
+
+    options, metrics = demo_run
+    dtype = metrics["eval_dtype"]
+    assert main([str(options.output / "final"), "--mnist", "6", "--twemoji", "4", "--dtype", dtype]) == 0
+    printed = capsys.readouterr().out
+    # the same model, questions and dtype as the demo's own evaluation: the same scores
+    assert (f"in {dtype}: MNIST exact {metrics['mnist_accuracy']:.1f}% of 6; Twemoji exact "
+            f"{metrics['twemoji_exact_match']:.1f}%, token F1 {metrics['twemoji_token_f1']:.1f}% of 4") in printed
+    other = "float32" if dtype != "float32" else "bfloat16"
+    assert main([str(options.output / "final"), "--mnist", "3", "--twemoji", "0", "--dtype", other]) == 0
+    assert f"in {other}: MNIST exact" in capsys.readouterr().out
+
+
 def test_the_evaluation_dtype_follows_the_last_stage_unless_asked():
     from eve_vlm.demo.run import resolve_eval_dtype
 

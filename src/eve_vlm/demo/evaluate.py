@@ -1,13 +1,19 @@
 """The demo's held-out evaluation: MNIST test digits and held-out Twemoji, answered by generation.
 
 MNIST: the generated answer must be exactly the right digit. Twemoji: exact match and token F1 of
-the generated name against its CLDR name (both lower-cased, punctuation stripped).
+the generated name against its CLDR name (both lower-cased, punctuation stripped). A saved model
+(the demo's `final/`, or any stage's `export/`) is re-evaluated on its own with
+
+    python -m eve_vlm.demo.evaluate runs/demo/final --dtype float32
 """
 
 from __future__ import annotations
 
+import argparse
 import re
+import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from PIL import Image
@@ -70,3 +76,28 @@ def score(answers: list[Answer]) -> dict[str, float]:
         out["twemoji_exact_match"] = 100 * sum(normalise(a.answer) == normalise(a.expected) for a in emoji) / len(emoji)
         out["twemoji_token_f1"] = 100 * sum(token_f1(a.answer, a.expected) for a in emoji) / len(emoji)
     return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eve_vlm.demo.evaluate",
+                                     description="the demo's held-out evaluation of a saved model")
+    parser.add_argument("model", help="a saved EVE folder (runs/demo/final)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                        help="the weights' dtype (default float32)")
+    parser.add_argument("--mnist", type=int, default=500, help="MNIST test digits (default 500)")
+    parser.add_argument("--twemoji", type=int, default=200, help="held-out emoji (default 200)")
+    args = parser.parse_args(argv)
+    from ..infer import load_model
+
+    model, processor = load_model(args.model, device="cpu", dtype=args.dtype)
+    start = time.perf_counter()
+    scores = score(answer_heldout(Generator(model, processor), args.mnist, args.twemoji))
+    seconds = time.perf_counter() - start
+    print(f"{args.model} in {args.dtype}: MNIST exact {scores.get('mnist_accuracy', 0):.1f}% of "
+          f"{scores['mnist_n']}; Twemoji exact {scores.get('twemoji_exact_match', 0):.1f}%, token F1 "
+          f"{scores.get('twemoji_token_f1', 0):.1f}% of {scores['twemoji_n']}; answered in {seconds:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
