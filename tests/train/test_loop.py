@@ -92,6 +92,21 @@ def test_a_frozen_llm_is_stored_in_bf16_on_cpu_and_exported_in_fp32(write_recipe
         assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
 
 
+def test_a_bf16_stage_on_cpu_runs_with_the_pel_and_aligner_frozen(write_recipe):
+    # frozen LayerNorms (the aligner's, the projector's) stay fp32: CPU autocast runs layer_norm in fp32
+    # and refuses bf16 parameters beside an fp32 input
+    recipe = load_recipe(write_recipe(max_steps=2, precision="bf16", model__eve__projector_norm=True,
+                                      optim__lr={"llm": 1e-3, "pel": 0.0, "aligner": 0.0}))
+    run = setup(recipe)
+    stage = run.accelerator.unwrap_model(run.stage)
+    norms = [m for m in stage.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and all(p.dtype == torch.float32 for m in norms for p in m.parameters())
+    assert {p.dtype for p in stage.aligner.layer_proj[0][1].parameters()} == {torch.bfloat16}  # frozen matrix
+    fit(run)
+    losses = [r["loss"] for r in _losses(run.output_dir)]
+    assert len(losses) == 2 and all(0 < loss < 100 for loss in losses)
+
+
 def test_export_holds_no_teacher_and_keeps_the_aligner_beside_it(write_recipe):
     recipe = load_recipe(write_recipe(max_steps=2))
     out = train(recipe)

@@ -519,11 +519,16 @@ def frozen_to_bf16(stage: torch.nn.Module) -> dict[str, torch.Tensor]:
     For bf16 autocast on a CPU: autocast casts every weight to bf16 at every use and caches only the
     casts of trainable ones, so a frozen LLM (stage 1) was re-cast in each step. The frozen LLM then runs
     as a bf16 model does (its residual stream in bf16, as in bf16 inference). The fp32 values are kept
-    (host memory: 1.5x the frozen part) so that the export writes them exactly as they came."""
+    (host memory: 1.5x the frozen part) so that the export writes them exactly as they came.
+
+    Frozen LayerNorms and GroupNorms stay fp32: CPU autocast runs their ops in fp32 and refuses bf16
+    parameters beside an fp32 input (a frozen aligner or PEL). They are a few vectors."""
+    keep_fp32 = {id(p) for m in stage.modules() if isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm))
+                 for p in m.parameters(recurse=False)}
     originals: dict[str, torch.Tensor] = {}
     by_param: dict[torch.nn.Parameter, torch.Tensor] = {}
     for name, param in stage.named_parameters(remove_duplicate=False):  # tied weights under each name
-        if not param.requires_grad and param.dtype == torch.float32:
+        if not param.requires_grad and param.dtype == torch.float32 and id(param) not in keep_fp32:
             if param not in by_param:
                 by_param[param] = param.detach().clone()
             originals[name] = by_param[param]
