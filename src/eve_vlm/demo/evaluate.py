@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("model", help="a saved EVE folder (runs/demo/final)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                         help="the weights' dtype (default float32)")
-    parser.add_argument("--mnist", type=int, default=500, help="MNIST test digits (default 500)")
+    parser.add_argument("--mnist", type=int, default=1000, help="MNIST test digits (default 1000)")
     parser.add_argument("--twemoji", type=int, default=200, help="held-out emoji (default 200)")
     args = parser.parse_args(argv)
     from ..infer import load_model

@@ -28,7 +28,7 @@ class DemoOptions:
     """About 2 minutes: fewer steps per stage and fewer held-out questions."""
     aligner: bool = True
     """False runs the same stages without the aligner loss (the paper's PAL ablation)."""
-    mnist_eval: int = 500
+    mnist_eval: int = 1000
     twemoji_eval: int = 200
     resume: bool = False
     eval_dtype: str = "auto"
