@@ -15,8 +15,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--recipes", type=Path, default=None, help="folder of stage*.yaml (default: configs/demo)")
     parser.add_argument("--quick", action="store_true", help="a ~2-minute version (a tenth of the steps, fewer questions)")
     parser.add_argument("--no-aligner", action="store_true", help="train without the PAL loss (ablation)")
-    parser.add_argument("--mnist-eval", type=int, default=None, help="MNIST test digits to answer (default 1000)")
-    parser.add_argument("--twemoji-eval", type=int, default=None, help="held-out emoji to answer (default 200)")
+    parser.add_argument("--mnist-eval", type=int, default=None, help="MNIST test digits to answer (default 1000; 100 with --quick)")
+    parser.add_argument("--twemoji-eval", type=int, default=None, help="held-out emoji to answer (default 200; 50 with --quick)")
     parser.add_argument("--eval-dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                         help="weights of the held-out evaluation (default: the precision the last stage trained in)")
     parser.add_argument("--resume", action="store_true", help="continue interrupted stages from checkpoints")
@@ -26,7 +26,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from .run import REPO_CONFIGS, DemoOptions, run_demo
 
-    quick_eval = (100, 50) if args.quick else (1000, 200)
+    quick_eval = (100, 50) if args.quick else (DemoOptions.mnist_eval, DemoOptions.twemoji_eval)
     options = DemoOptions(output=args.output, recipes=args.recipes or REPO_CONFIGS, quick=args.quick,
                           aligner=not args.no_aligner, mnist_eval=args.mnist_eval or quick_eval[0],
                           twemoji_eval=args.twemoji_eval or quick_eval[1], resume=args.resume,

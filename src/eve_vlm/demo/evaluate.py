@@ -79,13 +79,15 @@ def score(answers: list[Answer]) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .run import DemoOptions
+
     parser = argparse.ArgumentParser(prog="python -m eve_vlm.demo.evaluate",
                                      description="the demo's held-out evaluation of a saved model")
     parser.add_argument("model", help="a saved EVE folder (runs/demo/final)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                         help="the weights' dtype (default float32)")
-    parser.add_argument("--mnist", type=int, default=1000, help="MNIST test digits (default 1000)")
-    parser.add_argument("--twemoji", type=int, default=200, help="held-out emoji (default 200)")
+    parser.add_argument("--mnist", type=int, default=DemoOptions.mnist_eval, help="MNIST test digits (default %(default)s)")
+    parser.add_argument("--twemoji", type=int, default=DemoOptions.twemoji_eval, help="held-out emoji (default %(default)s)")
     args = parser.parse_args(argv)
     from ..infer import load_model
 
