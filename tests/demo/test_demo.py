@@ -123,8 +123,31 @@ def test_a_saved_model_is_re_evaluated_alone_in_either_dtype(demo_run, capsys):
     assert (f"in {dtype}: MNIST exact {metrics['mnist_accuracy']:.1f}% of 6; Twemoji exact "
             f"{metrics['twemoji_exact_match']:.1f}%, token F1 {metrics['twemoji_token_f1']:.1f}% of 4") in printed
     other = "float32" if dtype != "float32" else "bfloat16"
-    assert main([str(options.output / "final"), "--mnist", "3", "--twemoji", "0", "--dtype", other]) == 0
+    assert main([str(options.output / "final"), "--mnist", "3", "--twemoji", "0", "--dtype", other,
+                 "--batch-size", "2"]) == 0
     assert f"in {other}: MNIST exact" in capsys.readouterr().out
+
+
+def test_compare_prints_each_stage_s_losses_over_windows_of_steps(demo_run, capsys, tmp_path):
+    from eve_vlm.demo.compare import main, window_means
+    from eve_vlm.demo.report import read_metrics
+
+    options, metrics = demo_run
+    assert main([str(options.output), "--windows", "2", "1", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert f"MNIST exact {metrics['mnist_accuracy']:.1f}% of 6" in printed
+    rows = read_metrics(options.output / "stage1")  # two log lines, one per step: a window each
+    assert ("stage1 ce    over 2 windows of 2 steps: " + " / ".join(f"{r['ce']:.3f}" for r in rows)) in printed
+    stage2 = read_metrics(options.output / "stage2")
+    assert f"stage2 ce    over 1 windows of 2 steps: {(stage2[0]['ce'] + stage2[1]['ce']) / 2:.3f}" in printed
+    assert "stage3 align over 2 windows" in printed  # the demo trains with the aligner
+
+    assert window_means([{"step": s, "ce": float(s)} for s in (10, 20, 30, 40)], "ce", 2) == [15.0, 35.0]
+    assert window_means([{"step": 10, "loss": 1.0}], "align", 2) == []
+    with pytest.raises(ValueError, match="3 windows over 2 logged steps"):
+        window_means(rows, "ce", 3)
+    with pytest.raises(FileNotFoundError, match="metrics.json"):
+        main([str(tmp_path)])
 
 
 def test_the_evaluation_dtype_follows_the_last_stage_unless_asked():

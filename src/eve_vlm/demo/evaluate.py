@@ -88,12 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the weights' dtype (default float32)")
     parser.add_argument("--mnist", type=int, default=DemoOptions.mnist_eval, help="MNIST test digits (default %(default)s)")
     parser.add_argument("--twemoji", type=int, default=DemoOptions.twemoji_eval, help="held-out emoji (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="questions generated together (default 32)")
     args = parser.parse_args(argv)
     from ..infer import load_model
 
     model, processor = load_model(args.model, device="cpu", dtype=args.dtype)
     start = time.perf_counter()
-    scores = score(answer_heldout(Generator(model, processor), args.mnist, args.twemoji))
+    scores = score(answer_heldout(Generator(model, processor), args.mnist, args.twemoji, args.batch_size))
     seconds = time.perf_counter() - start
     print(f"{args.model} in {args.dtype}: MNIST exact {scores.get('mnist_accuracy', 0):.1f}% of "
           f"{scores['mnist_n']}; Twemoji exact {scores.get('twemoji_exact_match', 0):.1f}%, token F1 "

@@ -46,6 +46,11 @@ def _examples(answers: list[Answer], count: int = 8) -> list[Answer]:
     return digits + emoji
 
 
+def read_metrics(stage_dir: Path) -> list[dict[str, Any]]:
+    """The log lines of one stage (`metrics.jsonl`: step, loss, ce, align, throughput, ...)."""
+    return [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
 def plot_losses(stage_dirs: list[Path], path: Path) -> Path | None:
     """CE and alignment loss of every stage on one step axis, stages marked."""
     try:
@@ -58,10 +63,9 @@ def plot_losses(stage_dirs: list[Path], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(8, 4))
     offset = 0
     for i, directory in enumerate(stage_dirs):
-        metrics_file = directory / "metrics.jsonl"
-        if not metrics_file.exists():
+        if not (directory / "metrics.jsonl").exists():
             continue
-        rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+        rows = read_metrics(directory)
         for key, style in (("ce", "-"), ("align", "--")):
             points = [(offset + r["step"], r[key]) for r in rows if key in r]
             if points:
